@@ -1,0 +1,41 @@
+"""fakelite — train, compress and deploy lightweight deepfake detectors that run in real time on a CPU.
+
+The public face is a few names:
+
+>>> import fakelite
+>>> model = fakelite.create_model("npr_resnet23")              # NPR detector (1,437,761 parameters)
+>>> qmodel = fakelite.quantize(model, fakelite.QuantConfig(w_bits=2, a_bits=2, quantizer="n2uq", cqb=True))  # doctest: +SKIP
+>>> model = fakelite.load("runs/demo/fp/model.fakelite")      # doctest: +SKIP
+>>> det = fakelite.Detector.load("runs/demo/fp/model.fakelite")  # doctest: +SKIP
+>>> det.predict("face.png")                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fakelite.artifact import load, save
+from fakelite.models import create_model, list_models
+
+__version__ = "0.1.0"
+__all__ = ["Detector", "QuantConfig", "create_model", "list_models", "load", "quantize", "save"]
+
+
+def quantize(model, config) -> Any:
+    """Swap a model's layers for quantized ones per `config` (a fakelite.QuantConfig). See docs/quantization.md."""
+    from fakelite.quant import quantize as _quantize
+
+    return _quantize(model, config)
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: importing fakelite must not pull in onnxruntime/cv2 until they are needed
+    if name == "Detector":
+        from fakelite.deploy.runtime import Detector
+
+        return Detector
+    if name == "QuantConfig":
+        from fakelite.quant import QuantConfig
+
+        return QuantConfig
+    raise AttributeError(name)

@@ -1,0 +1,3 @@
+from fakelite.cli import main
+
+main()

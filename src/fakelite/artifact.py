@@ -1,0 +1,197 @@
+"""The .fakelite artifact: one safetensors file, a JSON metadata header, no pickle anywhere.
+
+Header (safetensors metadata key "fakelite", a JSON string):
+  format_version, arch {name, kwargs}, preprocess {...}, threshold, quant (null or the quantization config and
+  per-layer plan, written by fakelite.quant), packing (how low-bit tensors were packed), provenance {...},
+  metrics {...}, content_hash (sha256 over tensor names, dtypes, shapes and bytes).
+Low-bit weights are stored bit-packed by fakelite.quant.pack; `load` rebuilds the exact model.
+Writes are atomic (temp file + fsync + rename) so a crash never leaves a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+FORMAT_VERSION = 1
+META_KEY = "fakelite"
+
+
+class ArtifactError(ValueError):
+    """A .fakelite file that cannot be used (missing, not safetensors, wrong version, tampered...)."""
+
+
+def content_hash(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder, fsync and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item") and callable(x.item):
+        return x.item()
+    return x
+
+
+def model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """State tensors to store, and the packing description (None for full-precision models)."""
+    if getattr(model, "fakelite_quant", None) is not None:
+        from fakelite.quant.pack import pack_state_dict
+
+        return pack_state_dict(model)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, None
+
+
+def to_bytes(model: nn.Module, *, threshold: float | None = None, provenance: dict | None = None,
+             metrics: dict | None = None, extra: dict | None = None) -> bytes:
+    """Serialise a registry model (optionally quantized) into .fakelite bytes."""
+    if not hasattr(model, "arch_name"):
+        raise ArtifactError("model was not built by fakelite.create_model (no arch_name): cannot be saved")
+    tensors, packing = model_tensors(model)
+    header = {
+        "format_version": FORMAT_VERSION,
+        "arch": {"name": model.arch_name, "kwargs": _jsonable(model.arch_kwargs)},
+        "preprocess": model.preprocess.to_dict(),
+        "threshold": float(threshold if threshold is not None else getattr(model, "threshold", 0.5)),
+        "quant": _jsonable(getattr(model, "fakelite_quant", None)),
+        "packing": _jsonable(packing),
+        "provenance": _jsonable(provenance or getattr(model, "provenance", {}) or {}),
+        "metrics": _jsonable(metrics or getattr(model, "metrics", {}) or {}),
+        "extra": _jsonable(extra or getattr(model, "extra_meta", {}) or {}),
+        "tensors": {k: list(v.shape) for k, v in tensors.items()},
+        "content_hash": content_hash(tensors),
+    }
+    return st_save(tensors, metadata={META_KEY: json.dumps(header)})
+
+
+def save(model: nn.Module, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write `model` to `path` atomically. Keyword args as in `to_bytes`."""
+    path = Path(path)
+    atomic_write_bytes(path, to_bytes(model, **kwargs))
+    return path
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify header and tensors; raises ArtifactError with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such model file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
+    return parse(data, str(path))
+
+
+def parse(data: bytes, name: str = "<bytes>") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, Exception) as e:  # noqa: BLE001 - any parse failure means "not a valid file"
+        raise ArtifactError(f"{name}: not a valid .fakelite (safetensors) file: {str(e).splitlines()[0][:120]}") from None
+    import struct
+
+    (hlen,) = struct.unpack("<Q", data[:8])
+    raw = json.loads(data[8 : 8 + hlen]).get("__metadata__", {})
+    if META_KEY not in raw:
+        raise ArtifactError(f"{name}: safetensors file without fakelite metadata (not a fakelite model)")
+    try:
+        header = json.loads(raw[META_KEY])
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{name}: fakelite metadata is not valid JSON") from None
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{name}: unsupported format version {version!r} (this fakelite reads {FORMAT_VERSION})")
+    expected = header.get("tensors", {})
+    if set(expected) != set(tensors):
+        raise ArtifactError(f"{name}: tensor list does not match the header (file altered or truncated)")
+    for k, shape in expected.items():
+        if list(tensors[k].shape) != list(shape):
+            raise ArtifactError(f"{name}: tensor {k} has shape {list(tensors[k].shape)}, header says {shape}")
+    if header.get("content_hash") != content_hash(tensors):
+        raise ArtifactError(f"{name}: content hash mismatch (file altered or corrupted)")
+    return header, tensors
+
+
+def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], name: str = "<bytes>") -> nn.Module:
+    """Rebuild the exact model described by a verified header and its tensors."""
+    from fakelite.models.registry import Preprocess, create_model
+
+    arch = header["arch"]
+    try:
+        model = create_model(arch["name"], **arch.get("kwargs", {}))
+    except (KeyError, TypeError) as e:
+        raise ArtifactError(f"{name}: cannot rebuild architecture {arch.get('name')!r}: {e}") from None
+    model.preprocess = Preprocess.from_dict(header["preprocess"])
+    state = tensors
+    if header.get("quant"):
+        from fakelite.quant.convert import quantize_from_meta
+        from fakelite.quant.pack import unpack_state_dict
+
+        model = quantize_from_meta(model, header["quant"])
+        state = unpack_state_dict(tensors, header.get("packing"))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ArtifactError(f"{name}: tensors do not fit the architecture: {str(e).splitlines()[0][:160]}") from None
+    model.threshold = float(header.get("threshold", 0.5))
+    model.provenance = header.get("provenance", {})
+    model.metrics = header.get("metrics", {})
+    model.extra_meta = header.get("extra", {})
+    model.header = header
+    model.eval()
+    return model
+
+
+def load(path: str | os.PathLike) -> nn.Module:
+    """Load a .fakelite file into an eval-mode model carrying preprocess, threshold and metadata.
+
+    >>> model = load("runs/demo/fp/model.fakelite")   # doctest: +SKIP
+    >>> model.threshold, model.preprocess.crop           # doctest: +SKIP
+    """
+    header, tensors = read(path)
+    return build(header, tensors, str(path))

@@ -1,0 +1,105 @@
+"""`fakelite train` and `fakelite eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fakelite.commands.common import fail, load_model_or_fail, parse_recipe
+
+
+def train_command(
+    data: Annotated[Path, typer.Option("--data", help="Dataset root with train/ and val/ (ForenSynths/FaceSynth layout)")],
+    model: Annotated[str, typer.Option("--model", help="Architecture name (see `fakelite models`)")] = "npr_resnet23",
+    out: Annotated[Path, typer.Option("--out", help="Run folder: writes model.fakelite, metrics.json, curves.png")] = Path("runs/train"),
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: recipe, else 50)")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size (default 32)")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 2e-4)")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    crop: Annotated[int | None, typer.Option(help="Crop size (default: the model's, capped by the data's image size)")] = None,
+    input: Annotated[str | None, typer.Option("--input", help="npr or rgb (default: the model's)")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="YAML recipe (train: keys of TrainConfig; augment: ...)")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out")] = False,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap steps per epoch (quick runs)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+) -> None:
+    """Train a full-precision detector.
+
+    Example: fakelite train --data runs/demo/data --model npr_resnet23 --out runs/fp --epochs 5
+    """
+    from fakelite.data.folders import labelled_images, split_dir
+    from fakelite.data.io import BadInput, load_rgb
+    from fakelite.models import create_model
+    from fakelite.train.loop import TrainConfig, fit
+
+    try:
+        cfg_dict = parse_recipe(recipe) if recipe else {}
+        overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                                max_steps_per_epoch=max_steps, threads=threads, quiet=quiet).items()
+                     if v is not None}
+        cfg = TrainConfig.from_dict({**cfg_dict.get("train", {}), **({"augment": cfg_dict["augment"]} if "augment" in cfg_dict else {}), **overrides})
+        m = create_model(model, **({"input": input} if input else {}))
+        if crop is None:
+            # the model's crop, capped by the size of the training images (no resize for NPR)
+            items = labelled_images(split_dir(data, "train"))
+            for p, _ in items[:8]:
+                try:
+                    h, w = load_rgb(p).shape[:2]
+                    crop = min(m.preprocess.crop, h - h % 2, w - w % 2)
+                    break
+                except BadInput:
+                    continue
+        cfg.crop = crop
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        fail(str(e).strip("'\""))
+    metrics = fit(m, data, out, cfg, resume=resume, provenance={"recipe": str(recipe) if recipe else None})
+    v, vt = metrics["val"], metrics["val_at_threshold"]
+    typer.echo(f"best epoch {metrics['best_epoch']}: val acc {v['acc']:.4f} (at 0.5) / {vt['acc']:.4f} "
+               f"(at threshold {metrics['threshold']:.4f}), AP {v['ap']:.4f}, AUC {v['auc']:.4f}; "
+               f"{metrics['wall_seconds']:.0f} s")
+    typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+
+
+def eval_command(
+    model: Annotated[Path, typer.Option("--model", help="A .fakelite file")],
+    data: Annotated[Path, typer.Option("--data", help="Root holding one or many test sets (0_real/1_fake)")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write ROC/PR curves and confusion matrices (PNG) here")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+) -> None:
+    """Acc/AP/AUC/EER on every test set under --data, plus the mean.
+
+    Example: fakelite eval --model runs/fp/model.fakelite --data runs/demo/data/test --json eval.json --plots plots/
+    """
+    import torch
+
+    from fakelite.eval.evaluate import evaluate
+    from fakelite.eval.report import print_eval
+
+    if threads:
+        torch.set_num_threads(threads)
+    m = load_model_or_fail(model)
+    try:
+        result = evaluate(m, data, batch_size=batch_size, quiet=quiet, keep_scores=plots is not None)
+    except FileNotFoundError as e:
+        fail(str(e))
+    scores = result.pop("_scores", None)
+    print_eval(result, title=f"{model} on {data}")
+    skipped = sum(s["skipped"] for s in result["sets"].values())
+    if skipped:
+        typer.echo(f"skipped {skipped} unreadable file(s); see 'skipped_files' in the JSON", err=True)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2))
+        typer.echo(f"wrote {json_out}")
+    if plots is not None and scores:
+        from fakelite.eval.plots import eval_plots
+
+        written = eval_plots(scores, result["threshold"], plots)
+        typer.echo(f"wrote {len(written)} plot(s) to {plots}")

@@ -1,0 +1,123 @@
+"""Dataset layout discovery for the field's folder conventions (label 0 = `0_real`, 1 = `1_fake`).
+
+- A *leaf set* is a folder with `0_real` and/or `1_fake` children (flat layout, UniversalFakeDetect, FaceSynth).
+- A *grouped set* holds per-class subfolders that are leaf sets (ForenSynths: `test/progan/airplane/0_real`); its
+  classes are merged into one set.
+- Under a root, every folder that holds a set is one test set named by its path relative to the root.
+  Below the root, a folder whose set-holding children are all leaf sets is a grouped set. At the root itself that
+  reading is ambiguous (`test/` of FaceSynth holds one leaf set per generator; `test/progan` holds one per LSUN
+  class): the root is merged into one set only when its children are known ForenSynths/LSUN class names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import is_image_path
+
+REAL, FAKE = "0_real", "1_fake"
+LABEL_DIRS = {REAL: 0, FAKE: 1}
+
+# Class folders used by ForenSynths/CNNDetection (the 20 LSUN categories and the GAN-specific ones).
+CLASS_NAMES = {
+    "airplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "bedroom", "church", "church_outdoor", "apple", "orange", "summer", "winter", "zebra", "facades",
+    "cityscapes", "map", "ukiyoe", "vangogh", "cezanne", "monet", "photo", "person_female", "person_male",
+}
+
+
+@dataclass
+class ImageSet:
+    """A named set of labelled image files."""
+
+    name: str
+    items: list[tuple[Path, int]] = field(default_factory=list)
+
+    @property
+    def n_real(self) -> int:
+        return sum(1 for _, y in self.items if y == 0)
+
+    @property
+    def n_fake(self) -> int:
+        return len(self.items) - self.n_real
+
+
+def _subdirs(d: Path) -> list[Path]:
+    try:
+        return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def is_leaf_set(d: Path) -> bool:
+    return (d / REAL).is_dir() or (d / FAKE).is_dir()
+
+
+def _holds_set(d: Path) -> bool:
+    if is_leaf_set(d):
+        return True
+    return any(_holds_set(c) for c in _subdirs(d))
+
+
+def list_images(d: Path) -> list[Path]:
+    """All image files under `d` (recursive, following no symlinked dirs), sorted for determinism."""
+    out: list[Path] = []
+    for root, dirs, files in os.walk(d):
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        for f in sorted(files):
+            p = Path(root) / f
+            if is_image_path(p) and not f.startswith("."):
+                out.append(p)
+    return out
+
+
+def labelled_images(d: Path) -> list[tuple[Path, int]]:
+    """Every image below `d` that sits under a `0_real` or `1_fake` folder, with its label."""
+    items: list[tuple[Path, int]] = []
+    for root, dirs, _ in os.walk(d):
+        dirs[:] = sorted(dirs)
+        name = Path(root).name
+        if name in LABEL_DIRS:
+            items.extend((p, LABEL_DIRS[name]) for p in list_images(Path(root)))
+            dirs[:] = []
+    return items
+
+
+def _collect(d: Path, root: Path, out: list[ImageSet]) -> None:
+    rel = d.relative_to(root).as_posix() if d != root else (root.name or ".")
+    if is_leaf_set(d):
+        out.append(ImageSet(rel, labelled_images(d)))
+        return
+    children = [c for c in _subdirs(d) if _holds_set(c)]
+    if not children:
+        return
+    all_leaves = all(is_leaf_set(c) for c in children)
+    grouped = all_leaves and (d != root or all(c.name.lower() in CLASS_NAMES for c in children))
+    if grouped:
+        out.append(ImageSet(rel, labelled_images(d)))
+        return
+    for c in children:
+        _collect(c, root, out)
+
+
+def discover_sets(root: str | os.PathLike) -> list[ImageSet]:
+    """Find every test set under `root` (see module docstring for the rules)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such data folder")
+    out: list[ImageSet] = []
+    _collect(root, root, out)
+    if not out:
+        raise FileNotFoundError(f"{root}: no 0_real/1_fake folders found (see README: dataset layouts)")
+    return out
+
+
+def split_dir(root: str | os.PathLike, split: str) -> Path:
+    """`root/split` if it exists (ForenSynths/FaceSynth layout), else raise a clear error."""
+    d = Path(root) / split
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: missing '{split}' folder (expected {root}/{split}/[<class>/]{{0_real,1_fake}})")
+    return d

@@ -1,0 +1,164 @@
+"""NPR-friendly preprocessing and the field's augmentations.
+
+Default for NPR models: no resize (resizing destroys the up-sampling trace NPR reads); random crop for
+training, centre crop for evaluation; odd sizes are trimmed to even by the model. Augmentations (CNNDetection's
+blur + JPEG, and flips) are off by default and applied to the uint8 image before cropping.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from fakelite.models.registry import Preprocess
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentations, each applied with its probability (all off by default)."""
+
+    hflip: float = 0.0
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.0, 3.0)
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 100)
+    # the `robust` recipe adds these (matching fakelite robustness's perturbations)
+    noise_prob: float = 0.0
+    noise_sigma: tuple[float, float] = (0.0, 10.0)
+    dark_prob: float = 0.0
+    dark_gamma: tuple[float, float] = (1.0, 2.5)
+    occlude_prob: float = 0.0
+    occlude_frac: tuple[float, float] = (0.1, 0.4)
+    rescale_prob: float = 0.0
+    rescale_range: tuple[float, float] = (0.5, 2.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> AugmentConfig:
+        if not d:
+            return cls()
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**d)
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, k) > 0 for k in ("hflip", "blur_prob", "jpeg_prob", "noise_prob", "dark_prob",
+                                                   "occlude_prob", "rescale_prob"))
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return img
+    return cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT101)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.uint8).copy()
+
+
+def gaussian_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(img.astype(np.float32) + rng.normal(0, sigma, img.shape), 0, 255).round().astype(np.uint8)
+
+
+def low_light(img: np.ndarray, gamma: float) -> np.ndarray:
+    return np.clip(255.0 * (img.astype(np.float32) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
+
+
+def occlude(img: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """Grey rectangle covering `frac` of the image area at a random place."""
+    h, w = img.shape[:2]
+    side_h = max(1, int(round(h * np.sqrt(frac))))
+    side_w = max(1, int(round(w * np.sqrt(frac))))
+    y = int(rng.integers(0, h - side_h + 1))
+    x = int(rng.integers(0, w - side_w + 1))
+    out = img.copy()
+    out[y : y + side_h, x : x + side_w] = 128
+    return out
+
+
+def rescale(img: np.ndarray, factor: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    nh, nw = max(2, int(round(h * factor))), max(2, int(round(w * factor)))
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, (nw, nh), interpolation=interp)
+
+
+def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Apply the configured augmentations (order: rescale, blur, JPEG, noise, low light, occlusion, flip)."""
+    if cfg.rescale_prob and rng.random() < cfg.rescale_prob:
+        img = rescale(img, float(rng.uniform(*cfg.rescale_range)))
+    if cfg.blur_prob and rng.random() < cfg.blur_prob:
+        img = gaussian_blur(img, float(rng.uniform(*cfg.blur_sigma)))
+    if cfg.jpeg_prob and rng.random() < cfg.jpeg_prob:
+        img = jpeg(img, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+    if cfg.noise_prob and rng.random() < cfg.noise_prob:
+        img = gaussian_noise(img, float(rng.uniform(*cfg.noise_sigma)), rng)
+    if cfg.dark_prob and rng.random() < cfg.dark_prob:
+        img = low_light(img, float(rng.uniform(*cfg.dark_gamma)))
+    if cfg.occlude_prob and rng.random() < cfg.occlude_prob:
+        img = occlude(img, float(rng.uniform(*cfg.occlude_frac)), rng)
+    if cfg.hflip and rng.random() < cfg.hflip:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def resize_short(img: np.ndarray, short: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = short / min(h, w)
+    if s == 1:
+        return img
+    nh, nw = max(2, int(round(h * s))), max(2, int(round(w * s)))
+    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to size×size; a smaller side is kept whole (never up-sampled)."""
+    h, w = img.shape[:2]
+    ch, cw = min(size, h), min(size, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return img[y : y + ch, x : x + cw]
+
+
+def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Random size×size crop; a smaller image is reflect-padded first so batches stack."""
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        img = np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="reflect")
+        h, w = img.shape[:2]
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    return img[y : y + size, x : x + size]
+
+
+def to_tensor(img: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    """uint8 HWC RGB → normalised float CHW (trimmed to even sides)."""
+    h, w = img.shape[:2]
+    img = img[: h - h % 2, : w - w % 2]
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(pre.mean).view(3, 1, 1)
+    std = torch.tensor(pre.std).view(3, 1, 1)
+    return (t - mean) / std
+
+
+def eval_transform(img: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    if pre.resize:
+        img = resize_short(img, pre.resize)
+    return to_tensor(center_crop(img, pre.crop), pre)
+
+
+def train_transform(img: np.ndarray, pre: Preprocess, aug: AugmentConfig | None, rng: np.random.Generator) -> torch.Tensor:
+    if aug is not None and aug.active:
+        img = augment(img, aug, rng)
+    if pre.resize:
+        img = resize_short(img, pre.resize)
+    return to_tensor(random_crop(img, pre.crop, rng), pre)

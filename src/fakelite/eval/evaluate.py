@@ -1,0 +1,77 @@
+"""Evaluate a detector on every test set under a root (DESIGN.md §3 eval JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fakelite.data.dataset import ImageDataset, collate
+from fakelite.data.folders import ImageSet, discover_sets
+
+from .metrics import binary_metrics, mean_metrics
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
+                    progress: Iterable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores (sigmoid of the logit), labels and dataset indices of every decodable item."""
+    model.eval()
+    scores, labels, index = [], [], []
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    for batch in loader:
+        if batch is None:
+            continue
+        x, y, i = batch
+        if isinstance(x, list):  # mixed sizes: run each shape group
+            logits = torch.cat([model(xi.unsqueeze(0)) for xi in x])
+        else:
+            logits = model(x)
+        scores.append(torch.sigmoid(logits.float().view(-1)))
+        labels.append(y)
+        index.append(i)
+        if progress is not None:
+            progress(len(y))
+    if not scores:
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
+    return torch.cat(scores).numpy(), torch.cat(labels).numpy(), torch.cat(index).numpy()
+
+
+def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, threshold: float = 0.5,
+                  quiet: bool = False, keep_scores: bool = False) -> dict:
+    """Metrics per set and their mean. With keep_scores, also returns raw scores for plots."""
+    from fakelite.progress import progress_bar
+
+    result: dict = {"sets": {}, "threshold": threshold}
+    raw: dict = {}
+    total = sum(len(s.items) for s in sets)
+    with progress_bar("eval", total, quiet=quiet) as advance:
+        for s in sets:
+            ds = ImageDataset(s.items, model.preprocess, train=False, cache=False)
+            scores, labels, _ = predict_dataset(model, ds, batch_size, progress=advance)
+            advance(len(ds.skipped))
+            m = binary_metrics(labels, scores, 0.5, skipped=len(ds.skipped))
+            if threshold != 0.5:
+                m["acc_at_threshold"] = binary_metrics(labels, scores, threshold)["acc"]
+            m["skipped_files"] = ds.skipped
+            result["sets"][s.name] = m
+            if keep_scores:
+                raw[s.name] = (labels, scores)
+    result["mean"] = mean_metrics(list(result["sets"].values()))
+    if threshold != 0.5:
+        vals = [m["acc_at_threshold"] for m in result["sets"].values() if m.get("acc_at_threshold") is not None]
+        result["mean"]["acc_at_threshold"] = float(np.mean(vals)) if vals else None
+    if keep_scores:
+        result["_scores"] = raw
+    return result
+
+
+def evaluate(model: nn.Module, root: str | Path, batch_size: int = 64, quiet: bool = False,
+             keep_scores: bool = False) -> dict:
+    """Evaluate on every set under `root`. Acc is at 0.5 (the field's convention); `acc_at_threshold` uses the
+    threshold stored with the model when it differs from 0.5."""
+    sets = discover_sets(root)
+    return evaluate_sets(model, sets, batch_size, float(getattr(model, "threshold", 0.5)), quiet, keep_scores)

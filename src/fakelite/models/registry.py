@@ -1,0 +1,121 @@
+"""Model registry: every entry carries its preprocessing, so training, evaluation, export and
+calibration read it from the model rather than from command-line flags (as timm's pretrained cfg does)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the model's input tensor.
+
+    crop: side of the square crop (random for training, centre for evaluation). resize: None keeps the pixels
+    as they are (NPR's default: resizing destroys the up-sampling trace); an int resizes the short side first.
+    Odd sizes are trimmed to even. mean/std: normalisation applied before the network (and before NPR).
+    """
+
+    crop: int = 224
+    resize: int | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    npr: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        d = dict(d)
+        for k in ("mean", "std"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, preprocess: Preprocess | None = None, description: str = "", **defaults: Any):
+    """Decorator: register a builder under `name` with default constructor arguments."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = ModelEntry(name, fn, defaults, preprocess or Preprocess(), description)
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names accepted by `create_model`."""
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model. Overrides go to the constructor (e.g. `input="rgb"`).
+
+    The returned module carries `arch_name`, `arch_kwargs` (to rebuild it exactly) and `preprocess`.
+
+    >>> m = create_model("npr_resnet23")
+    >>> sum(p.numel() for p in m.parameters())
+    1437761
+    """
+    entry = get_entry(name)
+    kwargs = {**entry.defaults, **overrides}
+    model = entry.builder(**kwargs)
+    model.arch_name = name
+    model.arch_kwargs = kwargs
+    model.preprocess = replace(entry.preprocess, npr=kwargs.get("input", "npr") == "npr")
+    return model
+
+
+from .mobilenetv3 import MobileNetV3  # noqa: E402
+from .npr_resnet import ResNetDetector  # noqa: E402
+
+
+def _resnet(block: str, layers: tuple[int, ...], stem: str):
+    def build(input: str = "npr") -> nn.Module:
+        return ResNetDetector(block=block, layers=layers, input=input, stem=stem)
+
+    return build
+
+
+register_model("npr_resnet23", description="NPR detector: ResNet-50 cut after layer2 (QMDD's ResNet-23)", input="npr")(
+    _resnet("bottleneck", (3, 4), "3x3")
+)
+register_model("resnet18", description="ResNet-18, one logit", input="npr")(_resnet("basic", (2, 2, 2, 2), "7x7"))
+register_model("resnet34", description="ResNet-34, one logit", input="npr")(_resnet("basic", (3, 4, 6, 3), "7x7"))
+register_model("resnet50", description="ResNet-50, one logit", input="npr")(_resnet("bottleneck", (3, 4, 6, 3), "7x7"))
+
+
+def _mbv3(variant: str):
+    def build(input: str = "rgb", width_mult: float = 1.0, dropout: float = 0.2) -> nn.Module:
+        return MobileNetV3(variant, input=input, width_mult=width_mult, dropout=dropout)
+
+    return build
+
+
+register_model("mobilenetv3_small", description="MobileNetV3-Small, one logit", input="rgb")(_mbv3("small"))
+register_model("mobilenetv3_large", description="MobileNetV3-Large, one logit", input="rgb")(_mbv3("large"))
