@@ -39,9 +39,11 @@ def models_command() -> None:
 
 def _register_optional() -> None:
     """Commands owned by other modules, registered here so `fakelite --help` lists them all."""
-    from fakelite.commands import data_synth, demo
+    from fakelite.commands import data_synth, demo, quant
 
     data_app.command("synth")(data_synth.synth_command)
+    app.command("quantize")(quant.quantize_command)
+    app.command("cost")(quant.cost_command)
     app.command("demo")(demo.demo_command)
 
 

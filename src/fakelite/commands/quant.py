@@ -1,0 +1,178 @@
+"""`fakelite quantize` (QAT or PTQ from a full-precision .fakelite) and `fakelite cost`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fakelite.commands.common import fail, load_model_or_fail
+
+QUANTIZER_CHOICES = "minmax|percentile|lsq|n2uq|slr-lsq|slr-n2uq|slr-minmax|binary"
+
+# Recipes other modules provide: name -> fn(fp_model, data, out, options: dict) -> metrics dict.
+RECIPES: dict[str, Callable[..., dict]] = {}
+# Modules imported on demand to register a recipe (so `--help` stays instant).
+RECIPE_MODULES = {"defakeq": "fakelite.quant.defakeq"}
+
+
+def register_recipe(name: str, fn: Callable[..., dict]) -> None:
+    """Make `fakelite quantize --recipe NAME` call fn(fp_model, data, out, options)."""
+    RECIPES[name] = fn
+
+
+def _find_recipe(name: str) -> Callable[..., dict]:
+    if name not in RECIPES and name in RECIPE_MODULES:
+        import importlib
+
+        try:
+            importlib.import_module(RECIPE_MODULES[name])
+        except ImportError:
+            pass
+    if name not in RECIPES:
+        known = sorted(set(RECIPES) | set(RECIPE_MODULES))
+        fail(f"--recipe {name!r} is not available (known: {', '.join(known) or 'none'}; "
+             f"omit --recipe for plain QAT/PTQ)")
+    return RECIPES[name]
+
+
+def _add_cost(out: Path, model: Any, size: int) -> dict:
+    from fakelite.quant.cost import model_cost
+
+    cost = model_cost(model, size)
+    mpath = out / "metrics.json"
+    try:
+        metrics = json.loads(mpath.read_text()) if mpath.exists() else {}
+    except json.JSONDecodeError:
+        metrics = {}
+    metrics["cost"] = cost
+    mpath.write_text(json.dumps(metrics, indent=2, default=str))
+    return cost
+
+
+def quantize_command(
+    model: Annotated[Path, typer.Option("--model", help="Full-precision .fakelite to start from")],
+    data: Annotated[Path, typer.Option("--data", help="Dataset root with train/ (and val/) in 0_real/1_fake layout")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: writes model.fakelite and metrics.json")] = Path("runs/quant"),
+    w_bits: Annotated[int, typer.Option("--w-bits", help="Weight bits (1-8)")] = 2,
+    a_bits: Annotated[int, typer.Option("--a-bits", help="Activation bits (1-8)")] = 2,
+    quantizer: Annotated[str, typer.Option(help=f"Quantizer: {QUANTIZER_CHOICES}")] = "n2uq",
+    cqb: Annotated[bool, typer.Option("--cqb/--no-cqb", help="QMDD's Connected Quantized Block shortcuts")] = False,
+    epochs: Annotated[int, typer.Option(help="QAT epochs (ignored with --ptq)")] = 10,
+    ptq: Annotated[bool, typer.Option("--ptq", help="Post-training quantization only: calibrate, no training")] = False,
+    calib: Annotated[int, typer.Option("--calib", help="Training images used for calibration / quantizer init")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate (quantizer parameters of N2UQ kinds get lr/10)")] = 2e-4,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    teacher_kd: Annotated[bool, typer.Option("--teacher-kd/--no-teacher-kd",
+                                             help="Distil from the full-precision model (logit KD)")] = False,
+    kd_weight: Annotated[float, typer.Option("--kd-weight", help="Weight of the KD term with --teacher-kd")] = 0.5,
+    size: Annotated[int | None, typer.Option(help="Crop size (default: the model's)")] = None,
+    first_last: Annotated[str, typer.Option("--first-last", help="Stem conv and classifier: 8bit|fp|target")] = "8bit",
+    lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="step|linear|cosine")] = "step",
+    recipe: Annotated[str | None, typer.Option(help="Named recipe (e.g. defakeq)")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap steps per epoch (quick runs)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+) -> None:
+    """Quantize a trained detector: QAT through the training loop, or PTQ (--ptq) with calibration only.
+
+    Example: fakelite quantize --model runs/fp/model.fakelite --data runs/demo/data --out runs/w2a2 --w-bits 2 --a-bits 2 --quantizer slr-n2uq --cqb --epochs 5
+    """
+    import copy
+    from dataclasses import replace
+
+    import torch
+
+    from fakelite.quant import QuantConfig, calibrate, quant_param_groups, quantize
+
+    if threads:
+        torch.set_num_threads(threads)
+    fp = load_model_or_fail(model)
+    if getattr(fp, "fakelite_quant", None):
+        fail(f"{model}: already quantized; start from a full-precision model")
+    if recipe is not None:
+        fn = _find_recipe(recipe)
+        options = dict(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, epochs=epochs, ptq=ptq,
+                       calib=calib, batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
+                       kd_weight=kd_weight, size=size, first_last=first_last, lr_schedule=lr_schedule,
+                       max_steps=max_steps, quiet=quiet, source=str(model))
+        metrics = fn(fp, data, out, options)
+        typer.echo(f"recipe {recipe}: wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+        return
+    try:
+        qcfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, first_last=first_last)
+    except ValueError as e:
+        fail(str(e))
+    from fakelite.data.dataset import calibration_batches
+    from fakelite.train.loop import TrainConfig, fit
+
+    crop = int(size or fp.preprocess.crop)
+    student = copy.deepcopy(fp)
+    student.preprocess = replace(fp.preprocess, crop=crop)
+    torch.manual_seed(seed)
+    quantize(student, qcfg)
+    try:
+        batches = calibration_batches(data, student.preprocess, n=calib, batch_size=batch_size, seed=seed)
+    except FileNotFoundError as e:
+        fail(str(e))
+    if not batches:
+        fail(f"{data}: no usable training images for calibration")
+    calibrate(student, batches, quiet=quiet)
+
+    n2uq_like = quantizer.removeprefix("slr-") == "n2uq"
+    cfg = TrainConfig(epochs=0 if ptq else epochs, batch_size=batch_size, lr=lr, seed=seed, crop=crop,
+                      lr_schedule=lr_schedule, kd_weight=kd_weight if teacher_kd else 0.0,
+                      max_steps_per_epoch=max_steps, threads=threads, quiet=quiet)
+    provenance = {"mode": "ptq" if ptq else "qat", "source_model": str(model), "quant": qcfg.to_dict(),
+                  "calib_images": sum(len(b[1]) for b in batches),
+                  "source_provenance": getattr(fp, "provenance", {})}
+    metrics = fit(student, data, out, cfg, teacher=fp if (teacher_kd and not ptq) else None,
+                  param_groups=(lambda m: quant_param_groups(m, 0.1 if n2uq_like else 1.0, lr)),
+                  provenance=provenance)
+    cost = _add_cost(out, student, crop)
+    v = metrics["val"]
+    typer.echo(f"{'PTQ' if ptq else 'QAT'} W{w_bits}A{a_bits} {quantizer}{' +CQB' if cqb else ''}: val acc {v['acc']:.4f}, "
+               f"AP {v['ap'] or 0:.4f}; OPs {cost['ops'] / 1e6:.1f} M ({cost['ops_ratio']:.1f}x), "
+               f"storage {cost['storage_bytes'] / 1e3:.0f} kB ({cost['storage_ratio']:.1f}x)")
+    typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+
+
+def cost_command(
+    model: Annotated[Path, typer.Option("--model", help="A .fakelite file")],
+    size: Annotated[int | None, typer.Option(help="Input side (default: the model's crop)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the cost JSON here")] = None,
+) -> None:
+    """Params, MACs, FLOPs, BOPs, OPs (= FLOPs + BOPs/64) and storage of a model, as QMDD's Table 4 counts them.
+
+    Example: fakelite cost --model runs/w2a2/model.fakelite --size 224 --json cost.json
+    """
+    from fakelite.quant.cost import model_cost
+
+    m = load_model_or_fail(model)
+    c = model_cost(m, size)
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"{model} at {c['size']}x{c['size']}")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        rows = [("params", f"{c['params']:,}"), ("MACs", f"{c['macs'] / 1e6:,.1f} M"),
+                ("FLOPs (FP layers)", f"{c['flops'] / 1e6:,.1f} M"), ("BOPs", f"{c['bops'] / 1e9:,.2f} G"),
+                ("OPs", f"{c['ops'] / 1e6:,.1f} M ({c['ops_ratio']:.2f}x)"),
+                ("storage", f"{c['storage_bytes'] / 1e3:,.1f} kB ({c['storage_ratio']:.2f}x)"),
+                ("storage (QMDD formula)", f"{c['paper_storage_bytes'] / 1e3:,.1f} kB ({c['paper_storage_ratio']:.2f}x)"),
+                ("bit widths", ", ".join(c["bits"]))]
+        for r in rows:
+            t.add_row(*r)
+        Console().print(t)
+    except ImportError:  # pragma: no cover
+        typer.echo(json.dumps(c, indent=2))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(c, indent=2))
+        typer.echo(f"wrote {json_out}")
