@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/fakelite demo
 
 test: $(STAMP)
+	sh scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -x -q tests
 
 lint: $(STAMP)

@@ -1,0 +1,275 @@
+"""Load test of `fakelite serve` on loopback: a real uvicorn process, N requests at concurrency C.
+
+Sends a mix of valid images (PNG, JPEG) and known-bad inputs (text named .jpg → 415, truncated JPEG → 422) and
+checks every answer: the expected status, or 503 with Retry-After and error code "busy" when the server is
+saturated. Anything else (5xx, wrong status, connection error) is an unexpected error. The server's RSS is
+sampled from /proc during the run. Results go to a Markdown file (and optionally JSON).
+
+Bounded: at most --requests requests and --max-seconds of wall time; loopback only.
+
+Example:
+    .venv/bin/python benchmarks/load_test.py --model runs/demo/fp/model.fakelite --requests 600 --concurrency 16 \
+        --out docs/results/serve.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, every: float = 0.25):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.samples = pid, every, []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            v = rss_mb(self.pid)
+            if v is not None:
+                self.samples.append((time.perf_counter(), v))
+            self.stop.wait(self.every)
+
+
+def payloads(size: int, seed: int = 0) -> list[tuple[str, bytes, int]]:
+    """(name, bytes, expected status) — 80 % PNG, 10 % JPEG, 5 % text-as-JPEG (415), 5 % truncated JPEG (422)."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, bytes, int]] = []
+    for i in range(8):
+        img = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        png, jpg = io.BytesIO(), io.BytesIO()
+        img.save(png, "PNG")
+        img.save(jpg, "JPEG", quality=90)
+        out += [(f"img{i}.png", png.getvalue(), 200)] * 8 + [(f"img{i}.jpg", jpg.getvalue(), 200)]
+        if i < 4:
+            out.append((f"text{i}.jpg", b"plain text, not an image\n" * 8, 415))
+            out.append((f"trunc{i}.jpg", jpg.getvalue()[: len(jpg.getvalue()) // 3], 422))
+    return out
+
+
+async def run_load(url: str, n: int, concurrency: int, max_seconds: float, size: int, api_key: str | None) -> dict:
+    items = payloads(size)
+    rnd = random.Random(0)
+    plan = [rnd.choice(items) for _ in range(n)]
+    sem = asyncio.Semaphore(concurrency)
+    rows: list[dict] = []
+    headers = {"X-API-Key": api_key} if api_key else {}
+    deadline = time.perf_counter() + max_seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers=headers) as client:
+
+        async def one(i: int, name: str, data: bytes, expect: int) -> None:
+            async with sem:
+                if time.perf_counter() > deadline:
+                    rows.append({"i": i, "skipped": True})
+                    return
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/detect", files={"file": (name, data, "application/octet-stream")})
+                    dt = time.perf_counter() - t0
+                    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+                    ok = r.status_code == expect
+                    busy_ok = (r.status_code == 503 and r.headers.get("retry-after", "").isdigit()
+                               and body.get("error", {}).get("code") == "busy")
+                    rows.append({"i": i, "status": r.status_code, "expect": expect, "s": dt, "ok": ok,
+                                 "busy_ok": busy_ok, "bad_503": r.status_code == 503 and not busy_ok})
+                except httpx.HTTPError as e:
+                    rows.append({"i": i, "status": None, "expect": expect, "s": time.perf_counter() - t0,
+                                 "ok": False, "busy_ok": False, "exc": type(e).__name__})
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i, *p) for i, p in enumerate(plan)))
+        wall = time.perf_counter() - t0
+    done = [r for r in rows if not r.get("skipped")]
+    unexpected = [r for r in done if not r["ok"] and not r["busy_ok"]]
+    ok200 = [r["s"] for r in done if r["status"] == 200 and r["ok"]]
+    all_lat = [r["s"] for r in done if r["status"] is not None]
+
+    def pct(v: list[float], q: float) -> float | None:
+        return round(1000 * float(np.percentile(v, q)), 1) if v else None
+
+    by_status: dict[str, int] = {}
+    for r in done:
+        by_status[str(r["status"])] = by_status.get(str(r["status"]), 0) + 1
+    return {
+        "requests": len(done), "skipped_by_time_limit": len(rows) - len(done), "concurrency": concurrency,
+        "wall_s": round(wall, 2), "by_status": dict(sorted(by_status.items())),
+        "unexpected_errors": len(unexpected), "unexpected_examples": unexpected[:5],
+        "busy_503": sum(r["busy_ok"] for r in done), "bad_503": sum(bool(r.get("bad_503")) for r in done),
+        "latency_ms_200": {"p50": pct(ok200, 50), "p95": pct(ok200, 95), "p99": pct(ok200, 99),
+                           "mean": round(1000 * statistics.fmean(ok200), 1) if ok200 else None},
+        "latency_ms_all": {"p50": pct(all_lat, 50), "p95": pct(all_lat, 95)},
+        "throughput_rps": round(len(done) / wall, 1), "throughput_200_rps": round(len(ok200) / wall, 1),
+    }
+
+
+def start_server(model: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "fakelite.serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+           "--concurrency", str(args.server_concurrency), "--queue", str(args.server_queue),
+           "--log-level", "warning"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.api_key:
+        cmd += ["--api-key", args.api_key]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early (code {proc.returncode}): {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"server not ready after {timeout:.0f} s")
+
+
+def markdown(res: dict, cmd: str) -> str:
+    r = res
+    rss = r["rss_mb"]
+    lines = [
+        "# `fakelite serve` load test",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Machine: {r['machine']}. Server: one uvicorn process, `--concurrency {r['server_concurrency']} "
+        f"--queue {r['server_queue']}`" + (f" `--threads {r['threads']}`" if r["threads"] else "") +
+        f"; model `{r['model']}` ({r['model_bytes'] / 1e6:.1f} MB); images {r['image_size']}×{r['image_size']}; "
+        "loopback only.",
+        "",
+        "Request mix: 80 % PNG, 10 % JPEG (expect 200), 5 % text named .jpg (expect 415), 5 % truncated JPEG "
+        "(expect 422). A 503 counts as correct only with `Retry-After` and error code `busy`.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| requests (concurrency) | {r['requests']} ({r['concurrency']}) |",
+        f"| wall time | {r['wall_s']} s |",
+        f"| status counts | {', '.join(f'{k}: {v}' for k, v in r['by_status'].items())} |",
+        f"| **unexpected errors** | **{r['unexpected_errors']}** |",
+        f"| 503 busy (all with Retry-After) | {r['busy_503']} (malformed 503s: {r['bad_503']}) |",
+        f"| latency of 200s p50 / p95 / p99 | {r['latency_ms_200']['p50']} / {r['latency_ms_200']['p95']} / "
+        f"{r['latency_ms_200']['p99']} ms |",
+        f"| latency of all answers p50 / p95 | {r['latency_ms_all']['p50']} / {r['latency_ms_all']['p95']} ms |",
+        f"| throughput (all answers / 200s) | {r['throughput_rps']} / {r['throughput_200_rps']} req/s |",
+        f"| server RSS when ready, before the {r['warmup']} warm-up requests | {rss['after_ready']} MB |",
+        f"| server RSS during the run: first / last / max ({rss['samples']} samples) | {rss['first']} / {rss['last']} / {rss['max']} MB |",
+        f"| RSS flat (last ≤ first + 10 % + 16 MB) | {'yes' if rss['flat'] else 'NO'} |",
+        f"| time to ready (process start → /readyz 200) | {r['ready_s']:.1f} s |",
+        "",
+        "Latency is measured by the client, from sending the request to reading the whole answer, so it includes "
+        "waiting in the server's queue.",
+    ] + (["", f"Model: {r['note']}"] if r.get("note") else [])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="a .fakelite file")
+    ap.add_argument("--requests", type=int, default=600)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--max-seconds", type=float, default=300.0, help="stop sending after this long")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--server-concurrency", type=int, default=2)
+    ap.add_argument("--server-queue", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="inference threads in the server (0: runtime default)")
+    ap.add_argument("--api-key", default=None)
+    ap.add_argument("--warmup", type=int, default=40, help="requests sent (not counted) before RSS sampling starts")
+    ap.add_argument("--out", type=Path, default=Path("docs/results/serve.md"))
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--note", default=None, help="a line about the model, written into the report")
+    args = ap.parse_args(argv)
+    if not args.model.is_file():
+        raise SystemExit(f"{args.model}: no such model file")
+    if args.requests < 1 or args.concurrency < 1:
+        raise SystemExit("--requests and --concurrency must be >= 1")
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(args.model, port, args)
+    try:
+        ready_s = wait_ready(url, proc)
+        rss_ready = rss_mb(proc.pid)
+        if args.warmup:  # first requests allocate lazily (thread pools, face detector, allocator arenas)
+            asyncio.run(run_load(url, args.warmup, min(args.concurrency, args.server_concurrency), 120,
+                                 args.image_size, args.api_key))
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        res = asyncio.run(run_load(url, args.requests, args.concurrency, args.max_seconds, args.image_size,
+                                   args.api_key))
+        time.sleep(0.5)
+        sampler.stop.set()
+        sampler.join()
+        metrics = httpx.get(url + "/metrics", headers={"X-API-Key": args.api_key} if args.api_key else {}).text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    vals = [v for _, v in sampler.samples]
+    first, last = (vals[0], vals[-1]) if vals else (None, None)
+    res["rss_series_mb"] = [round(v, 1) for v in vals[:: max(1, len(vals) // 40)]]
+    res["rss_mb"] = {"samples": len(vals), "after_ready": round(rss_ready, 1) if rss_ready else None,
+                     "first": round(first, 1) if vals else None,
+                     "last": round(last, 1) if vals else None, "max": round(max(vals), 1) if vals else None,
+                     "flat": bool(vals) and last <= first * 1.10 + 16}
+    res.update(ready_s=ready_s, warmup=args.warmup, note=args.note, model=args.model.name, model_bytes=args.model.stat().st_size,
+               image_size=args.image_size, server_concurrency=args.server_concurrency,
+               server_queue=args.server_queue, threads=args.threads,
+               machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+                       f"1-min load average {os.getloadavg()[0]:.1f} at the end (other work on the machine)",
+               server_inflight_after=[ln for ln in metrics.splitlines()
+                                      if ln.startswith("fakelite_http_requests_in_flight ")])
+    cmd = "python benchmarks/load_test.py " + " ".join(a if " " not in a else repr(a) for a in (argv or sys.argv[1:]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(res, cmd))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    print(json.dumps({k: res[k] for k in ("requests", "by_status", "unexpected_errors", "busy_503", "bad_503",
+                                          "latency_ms_200", "throughput_rps", "rss_mb")}, indent=2))
+    print(f"wrote {args.out}")
+    ok = (res["unexpected_errors"] == 0 and res["bad_503"] == 0 and res["rss_mb"]["flat"]
+          and res["requests"] >= min(500, args.requests))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

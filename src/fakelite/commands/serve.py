@@ -1,0 +1,59 @@
+"""`fakelite serve`: the HTTP API and web page (uvicorn over fakelite.serve.app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fakelite.commands.common import fail
+
+
+def serve_command(
+    model: Annotated[Path, typer.Option("--model", help="A .fakelite (or exported .onnx / .tflite) model, loaded once per worker")],
+    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only; 0.0.0.0: all)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes (each loads the model)")] = 1,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="FAKELITE_API_KEY",
+                                                help="Require this key (X-API-Key or Authorization: Bearer) on /v1/* and /metrics")] = None,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest upload accepted (413 beyond)")] = 25.0,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Largest image / video frame in pixels, read from the header (413 beyond)")] = 40_000_000,
+    max_video_seconds: Annotated[float, typer.Option("--max-video-seconds", help="Longest video accepted (413 beyond)")] = 600.0,
+    max_video_frames: Annotated[int, typer.Option("--max-video-frames", help="Most frames a client may ask to analyse per video")] = 64,
+    frames: Annotated[int, typer.Option("--frames", help="Frames sampled per video by default")] = 32,
+    timeout: Annotated[float, typer.Option("--timeout", help="Per-request time limit in seconds (504 beyond)")] = 30.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Detections running at once per worker")] = 2,
+    queue: Annotated[int, typer.Option("--queue", help="Requests waiting for a slot per worker; more get 503 + Retry-After")] = 8,
+    threads: Annotated[int | None, typer.Option(help="Inference threads per detector")] = None,
+    backend: Annotated[str, typer.Option(help="Runtime backend: auto, torch, onnx, ...")] = "auto",
+    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow this browser origin (repeatable); CORS is off without it")] = None,
+    tmp_dir: Annotated[Path | None, typer.Option("--tmp-dir", help="Parent folder of the private (0700) upload folder")] = None,
+    no_docs: Annotated[bool, typer.Option("--no-docs", help="Do not serve /docs and /openapi.json")] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the HTTP API (POST /v1/detect, GET /v1/model, /healthz, /readyz, /metrics, /docs) and the web page at /.
+
+    Example: fakelite serve --model runs/demo/fp/model.fakelite --port 8000 --api-key s3cret
+    """
+    from fakelite.serve.settings import ServeSettings
+
+    if not model.is_file():
+        fail(f"{model}: no such model file")
+    if workers < 1:
+        fail("--workers must be >= 1")
+    if not 0 < port < 65536:
+        fail(f"--port {port}: not a TCP port")
+    try:
+        settings = ServeSettings(
+            model=str(model.resolve()), backend=backend, threads=threads, max_upload_mb=max_upload_mb,
+            max_pixels=max_pixels, max_video_seconds=max_video_seconds, max_video_frames=max_video_frames,
+            default_video_frames=min(frames, max_video_frames), request_timeout_s=timeout,
+            max_concurrency=concurrency, max_queue=queue, api_key=api_key, cors_origins=list(cors_origin or []),
+            tmp_dir=str(tmp_dir) if tmp_dir else None, docs=not no_docs).validate()
+    except ValueError as e:
+        fail(str(e))
+    from fakelite.serve.app import run_server
+
+    typer.echo(f"fakelite serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)", err=True)
+    run_server(settings, host=host, port=port, workers=workers, log_level=log_level)

@@ -1,0 +1,8 @@
+"""`python -m fakelite.serve --model M ...`: the same as `fakelite serve`."""
+
+import typer
+
+from fakelite.commands.serve import serve_command
+
+if __name__ == "__main__":
+    typer.run(serve_command)
