@@ -64,6 +64,13 @@ def test_refuses_unknown_version(tmp_path):
         fakelite.load(p)
 
 
+def test_refuses_tampered_header(tmp_path):
+    p = fakelite.save(fakelite.create_model("npr_resnet23"), tmp_path / "m.fakelite", threshold=0.5)
+    p.write_bytes(_rewrite_header(p, lambda m: m.update(threshold=0.01)))
+    with pytest.raises(ArtifactError, match="header hash mismatch"):
+        fakelite.load(p)
+
+
 def test_refuses_tampered_tensor(tmp_path):
     p = fakelite.save(fakelite.create_model("npr_resnet23"), tmp_path / "m.fakelite")
     data = bytearray(p.read_bytes())
@@ -94,6 +101,7 @@ def test_mismatched_tensors_refused(tmp_path):
     header, tensors = artifact.read(p)
     header["arch"]["kwargs"] = {}
     header["arch"]["name"] = "resnet18"  # tensors of npr_resnet23 under a resnet18 header
+    header["header_hash"] = artifact.header_hash(header)  # a consistent (re-signed) but wrong header
     save_file(tensors, str(tmp_path / "x.fakelite"), metadata={"fakelite": json.dumps(header)})
     with pytest.raises(ArtifactError, match="do not fit the architecture"):
         fakelite.load(tmp_path / "x.fakelite")

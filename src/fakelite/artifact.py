@@ -42,6 +42,13 @@ def content_hash(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def header_hash(header: dict[str, Any]) -> str:
+    """sha256 of the header's canonical JSON without its own `header_hash` key: a tampered threshold, architecture
+    or quantization plan is refused as surely as tampered tensor bytes (content_hash)."""
+    body = {k: v for k, v in header.items() if k != "header_hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temp file in the same folder, fsync and rename."""
     path = Path(path)
@@ -84,7 +91,20 @@ def model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, 
         from fakelite.quant.pack import pack_state_dict
 
         return pack_state_dict(model)
+    if getattr(model, "fakelite_sparse", None):  # compress hook: bit mask + non-zeros (quant packing wins)
+        from fakelite.compress.sparse import pack_sparse
+
+        return pack_sparse(model)
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, None
+
+
+def _pruned_arch(model: nn.Module) -> dict[str, Any]:
+    """Compress hook: a structurally pruned model records its layer shapes as arch["pruned"]."""
+    if not getattr(model, "fakelite_pruned", False):
+        return {}
+    from fakelite.compress.prune import module_spec
+
+    return {"pruned": module_spec(model)}
 
 
 def to_bytes(model: nn.Module, *, threshold: float | None = None, provenance: dict | None = None,
@@ -95,7 +115,7 @@ def to_bytes(model: nn.Module, *, threshold: float | None = None, provenance: di
     tensors, packing = model_tensors(model)
     header = {
         "format_version": FORMAT_VERSION,
-        "arch": {"name": model.arch_name, "kwargs": _jsonable(model.arch_kwargs)},
+        "arch": {"name": model.arch_name, "kwargs": _jsonable(model.arch_kwargs), **_pruned_arch(model)},
         "preprocess": model.preprocess.to_dict(),
         "threshold": float(threshold if threshold is not None else getattr(model, "threshold", 0.5)),
         "quant": _jsonable(getattr(model, "fakelite_quant", None)),
@@ -106,6 +126,7 @@ def to_bytes(model: nn.Module, *, threshold: float | None = None, provenance: di
         "tensors": {k: list(v.shape) for k, v in tensors.items()},
         "content_hash": content_hash(tensors),
     }
+    header["header_hash"] = header_hash(header)
     return st_save(tensors, metadata={META_KEY: json.dumps(header)})
 
 
@@ -129,24 +150,44 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tenso
 
 
 def parse(data: bytes, name: str = "<bytes>") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Verify and decode .fakelite bytes: safetensors framing, fakelite header, format version, header hash,
+    tensor names and shapes, content hash. Never unpickles anything (a pickle is just 'not safetensors')."""
+    import struct
+
+    if len(data) < 8:
+        raise ArtifactError(f"{name}: not a valid .fakelite (safetensors) file: only {len(data)} bytes")
+    (hlen,) = struct.unpack("<Q", data[:8])
+    if hlen > len(data) - 8:
+        raise ArtifactError(f"{name}: not a valid .fakelite (safetensors) file: header length {hlen} exceeds the "
+                            f"file size {len(data)} (truncated or not safetensors)")
     try:
         tensors = st_load(data)
     except (SafetensorError, Exception) as e:  # noqa: BLE001 - any parse failure means "not a valid file"
-        raise ArtifactError(f"{name}: not a valid .fakelite (safetensors) file: {str(e).splitlines()[0][:120]}") from None
-    import struct
-
-    (hlen,) = struct.unpack("<Q", data[:8])
-    raw = json.loads(data[8 : 8 + hlen]).get("__metadata__", {})
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise ArtifactError(f"{name}: not a valid .fakelite (safetensors) file: {msg}") from None
+    try:
+        raw = json.loads(data[8 : 8 + hlen]).get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        raise ArtifactError(f"{name}: not a valid .fakelite (safetensors) file: unreadable header") from None
     if META_KEY not in raw:
         raise ArtifactError(f"{name}: safetensors file without fakelite metadata (not a fakelite model)")
     try:
         header = json.loads(raw[META_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, TypeError):
         raise ArtifactError(f"{name}: fakelite metadata is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{name}: fakelite metadata is not a JSON object (file altered)")
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(f"{name}: unsupported format version {version!r} (this fakelite reads {FORMAT_VERSION})")
+    if "header_hash" in header and header["header_hash"] != header_hash(header):
+        raise ArtifactError(f"{name}: header hash mismatch (metadata altered after saving)")
+    arch, pre = header.get("arch"), header.get("preprocess")
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str) or not isinstance(pre, dict):
+        raise ArtifactError(f"{name}: header lacks a valid 'arch' or 'preprocess' section (file altered)")
     expected = header.get("tensors", {})
+    if not isinstance(expected, dict):
+        raise ArtifactError(f"{name}: header's tensor list is not a mapping (file altered)")
     if set(expected) != set(tensors):
         raise ArtifactError(f"{name}: tensor list does not match the header (file altered or truncated)")
     for k, shape in expected.items():
@@ -167,6 +208,13 @@ def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], name: str = 
     except (KeyError, TypeError) as e:
         raise ArtifactError(f"{name}: cannot rebuild architecture {arch.get('name')!r}: {e}") from None
     model.preprocess = Preprocess.from_dict(header["preprocess"])
+    if arch.get("pruned"):  # compress hook: give a structurally pruned model its stored layer shapes
+        from fakelite.compress.prune import reshape_to_spec
+
+        try:
+            reshape_to_spec(model, arch["pruned"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{name}: cannot rebuild the pruned shapes: {e}") from None
     state = tensors
     if header.get("quant"):
         from fakelite.quant.convert import quantize_from_meta
@@ -174,6 +222,14 @@ def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], name: str = 
 
         model = quantize_from_meta(model, header["quant"])
         state = unpack_state_dict(tensors, header.get("packing"))
+    elif (header.get("packing") or {}).get("sparse"):  # compress hook: unstructured sparsity
+        from fakelite.compress.sparse import unpack_sparse
+
+        try:
+            state = unpack_sparse(tensors, header["packing"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{name}: cannot unpack sparse tensors: {e}") from None
+        model.fakelite_sparse = {"min_sparsity": header["packing"]["sparse"].get("min_sparsity", 0.25)}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

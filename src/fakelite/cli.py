@@ -39,12 +39,17 @@ def models_command() -> None:
 
 def _register_optional() -> None:
     """Commands owned by other modules, registered here so `fakelite --help` lists them all."""
-    from fakelite.commands import data_synth, demo, quant
+    from fakelite.commands import compress, data_synth, demo, quant
     from fakelite.commands import serve as serve_cmds
 
     data_app.command("synth")(data_synth.synth_command)
     app.command("quantize")(quant.quantize_command)
     app.command("cost")(quant.cost_command)
+    app.command("prune")(compress.prune_command)
+    app.command("distill")(compress.distill_command)
+    app.command("recipe")(compress.recipe_command)
+    app.command("baseline")(compress.baseline_command)
+    data_app.command("split")(compress.split_command)
     app.command("serve")(serve_cmds.serve_command)
     app.command("demo")(demo.demo_command)
 

@@ -1,0 +1,158 @@
+"""Before/after numbers for compression reports: parameters, MACs, packed size, CPU latency, accuracy.
+
+MACs are counted with forward hooks on Conv2d/Linear (multiply-accumulates of one image at `size`×`size`),
+so they follow the *physical* shapes of a pruned network. Zeros left by unstructured pruning are counted
+too (dense kernels run them); `nonzero_macs` discounts them, for reference. When fakelite.quant.cost exists
+its `model_cost` dict is added under "cost" (BOPs/OPs/storage of quantized models).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (all tensors registered as parameters)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _is_conv(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, size: int = 224) -> dict[str, int]:
+    """{"macs": dense MACs of Conv2d + Linear for one size×size image, "nonzero_macs": MACs of non-zero weights}."""
+    totals = {"macs": 0, "nonzero_macs": 0}
+    hooks = []
+
+    def hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        w = m.weight
+        density = float((w != 0).sum()) / max(1, w.numel())
+        if _is_conv(m):
+            per_out = (m.in_channels // m.groups) * int(np.prod(m.kernel_size))
+            macs = int(out.numel() // out.shape[0]) * per_out
+        else:
+            macs = int(out.numel() // out.shape[0]) * m.in_features
+        totals["macs"] += macs
+        totals["nonzero_macs"] += int(round(macs * density))
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return totals
+
+
+def quant_cost(model: nn.Module, size: int) -> dict | None:
+    """fakelite.quant.cost.model_cost(model, size) when that module exists (written concurrently), else None."""
+    try:
+        from fakelite.quant.cost import model_cost
+    except ImportError:
+        return None
+    try:
+        return dict(model_cost(model, size))
+    except Exception:  # noqa: BLE001 - an optional extra column must never fail a report
+        return None
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, size: int = 224, runs: int = 30, warmup: int = 5, threads: int = 1) -> dict:
+    """CPU latency of torch eager inference, batch 1: {"median_ms", "p90_ms", "runs", "threads"}."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model.eval()
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    try:
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        torch.set_num_threads(prev)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
+            "runs": runs, "threads": threads}
+
+
+def packed_bytes(model: nn.Module) -> int:
+    """Size in bytes of the model's .fakelite serialisation (what `fakelite.save` would write)."""
+    from fakelite.artifact import to_bytes
+
+    return len(to_bytes(model))
+
+
+def input_size(model: nn.Module, default: int = 224) -> int:
+    crop = getattr(getattr(model, "preprocess", None), "crop", None)
+    return int(crop or default)
+
+
+def eval_means(model: nn.Module, test_root: str | Path, batch_size: int = 64, quiet: bool = True) -> dict:
+    """Evaluate on every test set under `test_root`; returns the eval JSON (sets + mean)."""
+    from fakelite.eval.evaluate import evaluate
+
+    with redirect_stdout(io.StringIO()):
+        res = evaluate(model, test_root, batch_size=batch_size, quiet=quiet)
+    for m in res["sets"].values():
+        m.pop("skipped_files", None)
+    return res
+
+
+def train_accuracy(model: nn.Module, data: str | Path, max_images: int = 2000, seed: int = 0,
+                   threshold: float = 0.5) -> float | None:
+    """Accuracy (at `threshold`, eval transform) on up to `max_images` training images (random draw)."""
+    from fakelite.data.dataset import ImageDataset, split_items
+    from fakelite.eval.evaluate import predict_dataset
+    from fakelite.eval.metrics import binary_metrics
+
+    try:
+        items = split_items(Path(data), "train")
+    except FileNotFoundError:
+        return None
+    if len(items) > max_images:
+        idx = np.random.default_rng(seed).choice(len(items), max_images, replace=False)
+        items = [items[i] for i in sorted(idx)]
+    scores, labels, _ = predict_dataset(model, ImageDataset(items, model.preprocess, train=False, cache=False))
+    return binary_metrics(labels, scores, threshold)["acc"] if len(labels) else None
+
+
+def summarize(model: nn.Module, *, data: str | Path | None = None, size: int | None = None,
+              latency_runs: int = 30, threads: int = 1, with_train_acc: bool = False) -> dict[str, Any]:
+    """One row of a compression table: params, MACs, packed bytes, latency and (with `data`) test metrics."""
+    size = size or input_size(model)
+    row: dict[str, Any] = {"params": count_params(model), **count_macs(model, size), "size": size,
+                           "packed_bytes": packed_bytes(model),
+                           "latency_ms": measure_latency(model, size, runs=latency_runs, threads=threads)["median_ms"]}
+    cost = quant_cost(model, size)
+    if cost is not None:
+        row["cost"] = cost
+    if data is not None:
+        root = Path(data)
+        test_root = root / "test" if (root / "test").is_dir() else root
+        res = eval_means(model, test_root)
+        row["test"] = res["mean"]
+        row["test_sets"] = res["sets"]
+        if with_train_acc:
+            thr = float(getattr(model, "threshold", 0.5))
+            row["train_acc"] = train_accuracy(model, root)
+            row["train_acc_at_threshold"] = train_accuracy(model, root, threshold=thr) if thr != 0.5 else row["train_acc"]
+    return row

@@ -1,0 +1,348 @@
+"""Pruning: structured channel pruning that physically shrinks the network, and unstructured magnitude pruning.
+
+Structured (`prune_structured`): torch-pruning's dependency graph couples every channel that must go together —
+the residual additions of ResNets and inverted residuals, depthwise convolutions (groups = channels), the
+squeeze-and-excitation gates of MobileNetV3 (fc2's output multiplies the depthwise output) — and L1-magnitude
+importance decides which channels go. The NPR layer has no parameters and the stem's 3 input channels are never
+touched; the final 1-logit layer keeps its single output (its *inputs* shrink with the features before it).
+The result is an ordinary, smaller dense network: it runs faster with the stock kernels.
+
+Because a pruned network no longer matches `create_model(name)`, the artifact records the shapes of every
+Conv2d/BatchNorm2d/Linear in `header["arch"]["pruned"]` (see `module_spec`), and `fakelite.artifact.build`
+calls `reshape_to_spec` before loading the weights. `reshape_to_state` does the same from a plain state dict.
+
+Unstructured (`prune_unstructured`): zero the smallest-|w| weights of every Conv2d/Linear (except the logit
+layer), per layer or with one global threshold on layer-normalised magnitudes (|w| / RMS of its layer). The
+zeros are kept through fine-tuning by `keep_masks`, and the artifact stores such tensors as bit mask + non-zero values (fakelite.compress.sparse). Dense kernels do not run
+faster on zeros: unstructured pruning buys storage, structured pruning buys speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PruneConfig:
+    """What `fakelite prune` does. `ratio` is the fraction of channels (structured) or weights (unstructured) removed."""
+
+    ratio: float = 0.3
+    structured: bool = True
+    global_pruning: bool = False
+    max_layer_ratio: float = 0.9  # never remove more than this fraction of one layer
+    round_to: int | None = None  # keep channel counts multiples of this (e.g. 8 for SIMD-friendly widths)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def logit_layers(model: nn.Module) -> list[nn.Module]:
+    """The final 1-logit layer(s): never pruned (their inputs shrink with the features before them)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+
+
+def _sync_feature_dim(model: nn.Module) -> None:
+    """Keep `model.feature_dim` (used by feature distillation) equal to the pooled feature width."""
+    if not hasattr(model, "feature_dim"):
+        return
+    head = getattr(model, "fc", None)
+    if head is None and isinstance(getattr(model, "classifier", None), nn.Sequential):
+        head = model.classifier[0]
+    if isinstance(head, nn.Linear):
+        model.feature_dim = head.in_features
+
+
+def prune_structured(model: nn.Module, ratio: float, *, global_pruning: bool = False, size: int = 64,
+                     max_layer_ratio: float = 0.9, round_to: int | None = None) -> nn.Module:
+    """Remove `ratio` of the channels of every prunable group (L1 magnitude), in place; returns the model.
+
+    `size` is the side of the example input used to trace the dependency graph (any even size works).
+    """
+    import torch_pruning as tp
+
+    if not 0 < ratio < 1:
+        raise ValueError(f"pruning ratio must be in (0, 1), not {ratio}")
+    was_training = model.training
+    model.eval()
+    example = torch.zeros(1, 3, size, size)
+    pruner = tp.pruner.MagnitudePruner(
+        model,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio,
+        global_pruning=global_pruning,
+        max_pruning_ratio=max_layer_ratio,
+        ignored_layers=logit_layers(model),
+        round_to=round_to,
+    )
+    pruner.step()
+    model.train(was_training)
+    _sync_feature_dim(model)
+    model.fakelite_pruned = True
+    return model
+
+
+# ---------------------------------------------------------------- shapes of pruned networks
+
+
+def module_spec(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Constructor shapes of every Conv2d/BatchNorm2d/Linear (stored in the artifact header of pruned models)."""
+    spec: dict[str, dict[str, int]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            spec[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
+        elif isinstance(m, nn.BatchNorm2d):
+            spec[name] = {"features": m.num_features}
+        elif isinstance(m, nn.Linear):
+            spec[name] = {"in": m.in_features, "out": m.out_features}
+    return spec
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, leaf, new)
+
+
+def _new_conv(old: nn.Conv2d, cin: int, cout: int, groups: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation, groups,
+                     bias=old.bias is not None, padding_mode=old.padding_mode)
+
+
+def reshape_to_spec(model: nn.Module, spec: dict[str, dict[str, int]]) -> nn.Module:
+    """Replace Conv2d/BatchNorm2d/Linear modules so their shapes match `spec` (see `module_spec`); in place."""
+    modules = dict(model.named_modules())
+    for name, s in spec.items():
+        old = modules.get(name)
+        if old is None:  # e.g. a module added later by quantization: the strict state-dict load checks it
+            continue
+        if isinstance(old, nn.Conv2d):
+            if (old.in_channels, old.out_channels, old.groups) != (s["in"], s["out"], s["groups"]):
+                _set_module(model, name, _new_conv(old, s["in"], s["out"], s["groups"]))
+        elif isinstance(old, nn.BatchNorm2d):
+            if old.num_features != s["features"]:
+                _set_module(model, name, nn.BatchNorm2d(s["features"], old.eps, old.momentum, old.affine,
+                                                        old.track_running_stats))
+        elif isinstance(old, nn.Linear):
+            if (old.in_features, old.out_features) != (s["in"], s["out"]):
+                _set_module(model, name, nn.Linear(s["in"], s["out"], bias=old.bias is not None))
+        else:
+            raise ValueError(f"module {name!r} is a {type(old).__name__}, cannot take a pruned shape")
+    _sync_feature_dim(model)
+    model.fakelite_pruned = True
+    return model
+
+
+def spec_from_shapes(model: nn.Module, shapes: dict[str, list[int] | tuple[int, ...]]) -> dict[str, dict[str, int]]:
+    """Derive `module_spec` of the pruned network from its state-dict tensor shapes."""
+    spec: dict[str, dict[str, int]] = {}
+    for name, m in model.named_modules():
+        w = shapes.get(f"{name}.weight")
+        if isinstance(m, nn.Conv2d) and w is not None:
+            cout, cin_per_group = int(w[0]), int(w[1])
+            if m.groups == 1:
+                groups, cin = 1, cin_per_group
+            elif m.groups == m.in_channels == m.out_channels:  # depthwise stays depthwise
+                groups, cin = cout, cout * cin_per_group
+            else:  # grouped conv: keep the number of groups
+                groups, cin = m.groups, m.groups * cin_per_group
+            spec[name] = {"in": cin, "out": cout, "groups": groups}
+        elif isinstance(m, nn.BatchNorm2d):
+            rm = shapes.get(f"{name}.running_mean", w)
+            if rm is not None:
+                spec[name] = {"features": int(rm[0])}
+        elif isinstance(m, nn.Linear) and w is not None:
+            spec[name] = {"in": int(w[1]), "out": int(w[0])}
+    return spec
+
+
+def reshape_to_state(model: nn.Module, shapes: dict[str, Any]) -> nn.Module:
+    """Make `model` fit a (pruned) state dict: `shapes` maps tensor names to shapes (or to tensors)."""
+    shapes = {k: (list(v.shape) if isinstance(v, torch.Tensor) else list(v)) for k, v in shapes.items()}
+    return reshape_to_spec(model, spec_from_shapes(model, shapes))
+
+
+# ---------------------------------------------------------------- unstructured
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Module]:
+    """Conv2d/Linear modules whose weights unstructured pruning may zero (all but the logit layer)."""
+    skip = {id(m) for m in logit_layers(model)}
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear) and id(m) not in skip}
+
+
+@torch.no_grad()
+def prune_unstructured(model: nn.Module, ratio: float, *, global_pruning: bool = True) -> dict[str, torch.Tensor]:
+    """Zero the `ratio` smallest-magnitude weights (per layer, or under one global threshold), in place.
+
+    Returns the keep-masks {module name: bool tensor}; marks the model for sparse packing in the artifact.
+    """
+    if not 0 < ratio < 1:
+        raise ValueError(f"pruning ratio must be in (0, 1), not {ratio}")
+    layers = prunable_weights(model)
+    masks: dict[str, torch.Tensor] = {}
+    if global_pruning:
+        # one ranking over all layers of |w| / RMS(layer): raw magnitudes are not comparable across layers (a
+        # Linear initialised at std 0.01 would be wiped out whole, leaving a constant detector)
+        normed = {n: m.weight.detach().abs() / m.weight.detach().pow(2).mean().sqrt().clamp_min(1e-12)
+                  for n, m in layers.items()}
+        allw = torch.cat([v.reshape(-1) for v in normed.values()])
+        k = int(round(ratio * allw.numel()))
+        thr = torch.kthvalue(allw, k).values if k > 0 else torch.tensor(-1.0)
+        for n in layers:
+            masks[n] = normed[n] > thr
+    else:
+        for n, m in layers.items():
+            w = m.weight.detach().abs().reshape(-1)
+            k = int(round(ratio * w.numel()))
+            if k == 0:
+                masks[n] = torch.ones_like(m.weight, dtype=torch.bool)
+                continue
+            # exact count even with ties: keep the (numel − k) largest
+            keep = torch.zeros(w.numel(), dtype=torch.bool)
+            keep[torch.topk(w, w.numel() - k, largest=True).indices] = True
+            masks[n] = keep.view_as(m.weight)
+    for n, m in layers.items():
+        m.weight.masked_fill_(~masks[n], 0.0)  # +0.0, never -0.0
+    model.fakelite_sparse = {"ratio": ratio, "global": global_pruning}
+    return masks
+
+
+def sparsity(model: nn.Module) -> float:
+    """Fraction of exactly-zero weights over the prunable Conv2d/Linear weights."""
+    layers = prunable_weights(model)
+    tot = sum(m.weight.numel() for m in layers.values())
+    zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
+    return zeros / max(1, tot)
+
+
+def masks_from_zeros(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Keep-masks read back from a sparse model's zeros (e.g. after loading a sparse artifact)."""
+    return {n: m.weight.detach() != 0 for n, m in prunable_weights(model).items()}
+
+
+@contextmanager
+def keep_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> Iterator[None]:
+    """During fine-tuning, keep pruned weights at zero: gradients of pruned weights are masked (so Adam's moments
+    stay 0) and each forward re-zeros them (so weight decay cannot revive them)."""
+    handles = []
+    layers = prunable_weights(model)
+    for n, mask in masks.items():
+        m = layers[n]
+        keep = mask.to(m.weight.device)
+        handles.append(m.weight.register_hook(lambda g, keep=keep: g * keep))
+
+        def pre(mod: nn.Module, args: tuple, keep: torch.Tensor = keep) -> None:
+            with torch.no_grad():
+                mod.weight.masked_fill_(~keep, 0.0)
+
+        handles.append(m.register_forward_pre_hook(pre))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for n, mask in masks.items():
+                layers[n].weight.masked_fill_(~mask, 0.0)
+
+
+# ---------------------------------------------------------------- the `fakelite prune` pipeline
+
+
+def run_prune(model_path: str | Path, out: str | Path, cfg: PruneConfig, *, data: str | Path | None = None,
+              finetune_epochs: int = 0, train_cfg: Any = None, latency_runs: int = 30,
+              quiet: bool = False) -> dict[str, Any]:
+    """Load a .fakelite, prune it, optionally fine-tune (`fakelite.train.loop.fit` on DATA/train, DATA/val),
+    save OUT/model.fakelite and OUT/prune_report.json; returns the report {"before", "after", "config", ...}.
+
+    Before/after rows: params, MACs, packed bytes, CPU latency (batch 1, 1 thread, median) and, when DATA has a
+    test/ folder (or is itself a test root), mean and per-set Acc/AP/AUC.
+    """
+    import json
+    import time
+
+    from fakelite import artifact
+    from fakelite.compress.measure import input_size, summarize
+    from fakelite.train.loop import TrainConfig, fit
+
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = artifact.load(model_path)
+    if getattr(model, "fakelite_quant", None):
+        raise ValueError(f"{model_path}: prune the full-precision model, then quantize (this one is quantized)")
+    test_root = None
+    if data is not None:
+        d = Path(data)
+        test_root = d / "test" if (d / "test").is_dir() else (None if (d / "train").is_dir() else d)
+    size = input_size(model)
+    before = summarize(model, data=test_root, size=size, latency_runs=latency_runs)
+    threshold = float(getattr(model, "threshold", 0.5))
+    if cfg.structured:
+        prune_structured(model, cfg.ratio, global_pruning=cfg.global_pruning, size=min(size, 64),
+                         max_layer_ratio=cfg.max_layer_ratio, round_to=cfg.round_to)
+        masks = None
+    else:
+        masks = prune_unstructured(model, cfg.ratio, global_pruning=cfg.global_pruning)
+    after_prune_sparsity = sparsity(model)
+    prov = {**(getattr(model, "provenance", {}) or {}), "pruned_from": str(model_path), "prune": cfg.to_dict()}
+    ft_metrics = None
+    if finetune_epochs > 0:
+        if data is None:
+            raise ValueError("--finetune-epochs needs --data (with train/ and val/)")
+        tc = train_cfg or TrainConfig(lr=1e-4, lr_schedule="cosine", crop=size, quiet=quiet)
+        tc.epochs = finetune_epochs
+        model.train()
+        if masks is not None:
+            with keep_masks(model, masks):
+                ft_metrics = fit(model, data, out, tc, provenance=prov)
+        else:
+            ft_metrics = fit(model, data, out, tc, provenance=prov)
+        threshold = float(ft_metrics["threshold"])
+    else:
+        artifact.save(model, out / "model.fakelite", threshold=threshold, provenance=prov)
+    model = artifact.load(out / "model.fakelite")
+    after = summarize(model, data=test_root, size=size, latency_runs=latency_runs)
+    after["packed_bytes"] = (out / "model.fakelite").stat().st_size
+    report = {
+        "model": str(model_path), "out": str(out / "model.fakelite"), "config": cfg.to_dict(),
+        "finetune_epochs": finetune_epochs, "size": size, "threshold": threshold,
+        "sparsity": {"after_pruning": after_prune_sparsity, "final": sparsity(model)},
+        "before": before, "after": after,
+        "ratios": {k: (before[k] / after[k] if after[k] else None) for k in ("params", "macs", "packed_bytes",
+                                                                              "latency_ms")},
+        "finetune": {k: ft_metrics[k] for k in ("best_epoch", "val", "wall_seconds")} if ft_metrics else None,
+        "wall_seconds": time.time() - t0,
+    }
+    (out / "prune_report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def print_prune_report(report: dict[str, Any]) -> None:
+    """Before/after table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    b, a = report["before"], report["after"]
+    kind = "structured" if report["config"]["structured"] else "unstructured"
+    t = Table(title=f"{kind} pruning, ratio {report['config']['ratio']} "
+                    f"({'global' if report['config']['global_pruning'] else 'per layer'})")
+    for c in ["", "params", "MACs (M)", "nonzero MACs (M)", "packed KiB", "CPU ms", "Acc", "AP", "AUC"]:
+        t.add_column(c, justify="left" if not c else "right")
+    for name, r in (("before", b), ("after", a)):
+        te = r.get("test", {})
+        t.add_row(name, f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}", f"{r['nonzero_macs'] / 1e6:.1f}",
+                  f"{r['packed_bytes'] / 1024:.0f}", f"{r['latency_ms']:.2f}", pct(te.get("acc")), pct(te.get("ap")),
+                  pct(te.get("auc")))
+    Console(width=max(120, Console().width)).print(t)
