@@ -40,6 +40,7 @@ def models_command() -> None:
 def _register_optional() -> None:
     """Commands owned by other modules, registered here so `fakelite --help` lists them all."""
     from fakelite.commands import compress, data_synth, demo, quant
+    from fakelite.commands import deploy as deploy_cmds
     from fakelite.commands import serve as serve_cmds
 
     data_app.command("synth")(data_synth.synth_command)
@@ -50,6 +51,10 @@ def _register_optional() -> None:
     app.command("recipe")(compress.recipe_command)
     app.command("baseline")(compress.baseline_command)
     data_app.command("split")(compress.split_command)
+    app.command("export")(deploy_cmds.export_command)
+    app.command("detect")(deploy_cmds.detect_command)
+    app.command("stream")(deploy_cmds.stream_command)
+    app.command("bench")(deploy_cmds.bench_command)
     app.command("serve")(serve_cmds.serve_command)
     app.command("demo")(demo.demo_command)
 

@@ -31,6 +31,7 @@ from fakelite.eval.metrics import best_threshold, binary_metrics
 from fakelite.progress import is_quiet, progress_bar
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .precise_bn import recompute_bn_stats
 
 log = logging.getLogger("fakelite.train")
 
@@ -55,6 +56,7 @@ class TrainConfig:
     num_workers: int = 0
     threads: int | None = None
     max_steps_per_epoch: int | None = None  # for tests and quick runs
+    precise_bn: int = 512  # images used to re-estimate BN statistics before each validation (0: off); see precise_bn.py
     quiet: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,8 +100,18 @@ def _dist() -> tuple[int, int]:
 
 
 def validate(model: nn.Module, ds: ImageDataset, batch_size: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    scores, labels, _ = predict_dataset(model, ds, batch_size)
-    return binary_metrics(labels, scores, 0.5, skipped=len(ds.skipped)), labels, scores
+    """Metrics on `ds`. Under torchrun, rank 0's BN statistics are broadcast first and the images are sharded
+    over the ranks and gathered, so every rank computes identical metrics (and picks the same best epoch)."""
+    if _dist()[1] == 1:
+        scores, labels, _ = predict_dataset(model, ds, batch_size)
+        return binary_metrics(labels, scores, 0.5, skipped=len(ds.skipped)), labels, scores
+    from fakelite.eval.evaluate import predict_dataset_distributed
+
+    from .distributed import broadcast_buffers
+
+    broadcast_buffers(model)
+    scores, labels, _, n_skipped = predict_dataset_distributed(model, ds, batch_size)
+    return binary_metrics(labels, scores, 0.5, skipped=n_skipped), labels, scores
 
 
 def _selection_key(m: dict) -> float:
@@ -126,6 +138,10 @@ def fit(
     """
     t_start = time.time()
     data, out = Path(data), Path(out)
+    from .distributed import env_world_size, init_from_env
+
+    if env_world_size() > 1:
+        init_from_env()  # launched by torchrun: join the process group (gloo; the loop runs on CPU)
     rank, world = _dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -144,11 +160,15 @@ def fit(
         log.warning("%s has no val/ split: holding out %d training images for validation", data, n_val)
     train_ds = ImageDataset(train_items, model.preprocess, train=True, augment=cfg.augment, seed=cfg.seed)
     val_ds = ImageDataset(val_items, model.preprocess, train=False)
+    bn_order = np.random.default_rng(cfg.seed).permutation(len(train_items))[: cfg.precise_bn]
+    bn_ds = ImageDataset([train_items[i] for i in bn_order], model.preprocess, train=False)
     loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
                          rank=rank, world=world)
 
     net = model
     if world > 1:
+        # BN statistics stay per rank (PyTorch's SyncBatchNorm is CUDA-only; this loop runs on CPU); DDP broadcasts
+        # rank 0's buffers before each forward and validate() broadcasts them again: see docs/scale.md
         net = nn.parallel.DistributedDataParallel(model)
     groups = param_groups(model) if param_groups else [{"params": [p for p in model.parameters() if p.requires_grad]}]
     for g in groups:
@@ -166,7 +186,12 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     best_key, best_epoch, start_epoch = -1.0, -1, 0
     if resume and ckpt_path.exists():
-        best_state, info = load_checkpoint(ckpt_path, model, opt)
+        try:
+            best_state, info = load_checkpoint(ckpt_path, model, opt)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same one-line message
+            why = (str(e).splitlines() or [type(e).__name__])[0][:160]
+            raise ValueError(f"{ckpt_path}: cannot resume from this checkpoint ({why}); delete it to start over, "
+                             "or use another --out") from None
         history, best_key, best_epoch = info["history"], info["best_key"], info["best_epoch"]
         start_epoch = info["epoch"] + 1
         if rank == 0 and not is_quiet(cfg.quiet):
@@ -188,6 +213,12 @@ def fit(
                 if step >= n_steps:
                     break
                 if batch is None:
+                    if world > 1:  # every rank must join the gradient all-reduce: contribute a zero gradient
+                        c = model.preprocess.crop
+                        zero = net(torch.zeros(1, 3, c, c)).sum() * 0.0
+                        opt.zero_grad(set_to_none=True)
+                        zero.backward()
+                        opt.step()
                     advance()
                     continue
                 x, y, _ = batch
@@ -208,6 +239,12 @@ def fit(
                 tot_correct += int(((logits.detach() > 0).float() == y).sum())
                 tot_n += len(y)
                 advance(1, loss=tot_loss / max(1, tot_n), acc=tot_correct / max(1, tot_n))
+        if world > 1:  # epoch loss/acc over all ranks, so every rank logs the same row
+            from .distributed import all_reduce_sum
+
+            tot_loss, tot_correct, tot_n = all_reduce_sum([tot_loss, float(tot_correct), float(tot_n)])
+        if cfg.precise_bn:
+            recompute_bn_stats(model, bn_ds, max(32, cfg.batch_size), cfg.precise_bn)
         val_m, _, _ = validate(model, val_ds, max(64, cfg.batch_size))
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / max(1, tot_n),
                "train_acc": tot_correct / max(1, tot_n), "val": {k: val_m[k] for k in ("acc", "ap", "auc", "eer")},
@@ -258,6 +295,10 @@ def fit(
             training_curves(history, out / "curves.png")
         except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
             log.warning("could not draw training curves: %s", e)
+    if world > 1:
+        from .distributed import barrier
+
+        barrier()  # no rank returns before rank 0 has written the artifact
     model.threshold = threshold
     if os.environ.get("FAKELITE_KEEP_CHECKPOINT", "1") == "0" and ckpt_path.exists():
         ckpt_path.unlink()

