@@ -39,13 +39,14 @@ def models_command() -> None:
 
 def _register_optional() -> None:
     """Commands owned by other modules, registered here so `fakelite --help` lists them all."""
-    from fakelite.commands import compress, data_synth, demo, quant
+    from fakelite.commands import ablation, compress, data_synth, demo, quant
     from fakelite.commands import deploy as deploy_cmds
     from fakelite.commands import serve as serve_cmds
 
     data_app.command("synth")(data_synth.synth_command)
     app.command("quantize")(quant.quantize_command)
     app.command("cost")(quant.cost_command)
+    app.command("ablation")(ablation.ablation_command)
     app.command("prune")(compress.prune_command)
     app.command("distill")(compress.distill_command)
     app.command("recipe")(compress.recipe_command)

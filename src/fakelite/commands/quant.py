@@ -1,11 +1,14 @@
-"""`fakelite quantize` (QAT or PTQ from a full-precision .fakelite) and `fakelite cost`."""
+"""`fakelite quantize` (QAT or PTQ from a full-precision .fakelite) and `fakelite cost`.
+
+The QAT/PTQ logic lives in `fakelite.quant.qat.run_quantization`; other modules add named recipes
+(`--recipe NAME`) with `register_recipe`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -39,20 +42,6 @@ def _find_recipe(name: str) -> Callable[..., dict]:
     return RECIPES[name]
 
 
-def _add_cost(out: Path, model: Any, size: int) -> dict:
-    from fakelite.quant.cost import model_cost
-
-    cost = model_cost(model, size)
-    mpath = out / "metrics.json"
-    try:
-        metrics = json.loads(mpath.read_text()) if mpath.exists() else {}
-    except json.JSONDecodeError:
-        metrics = {}
-    metrics["cost"] = cost
-    mpath.write_text(json.dumps(metrics, indent=2, default=str))
-    return cost
-
-
 def quantize_command(
     model: Annotated[Path, typer.Option("--model", help="Full-precision .fakelite to start from")],
     data: Annotated[Path, typer.Option("--data", help="Dataset root with train/ (and val/) in 0_real/1_fake layout")],
@@ -77,17 +66,17 @@ def quantize_command(
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap steps per epoch (quick runs)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+    budget_mb: Annotated[float | None, typer.Option("--budget-mb", help="Storage budget in MB (recipes such as defakeq)")] = None,
+    budget_bops: Annotated[float | None, typer.Option("--budget-bops", help="BOPs budget (recipes such as defakeq)")] = None,
 ) -> None:
     """Quantize a trained detector: QAT through the training loop, or PTQ (--ptq) with calibration only.
 
     Example: fakelite quantize --model runs/fp/model.fakelite --data runs/demo/data --out runs/w2a2 --w-bits 2 --a-bits 2 --quantizer slr-n2uq --cqb --epochs 5
     """
-    import copy
-    from dataclasses import replace
-
     import torch
 
-    from fakelite.quant import QuantConfig, calibrate, quant_param_groups, quantize
+    from fakelite.quant import QuantConfig
+    from fakelite.quant.qat import run_quantization
 
     if threads:
         torch.set_num_threads(threads)
@@ -99,42 +88,20 @@ def quantize_command(
         options = dict(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, epochs=epochs, ptq=ptq,
                        calib=calib, batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                        kd_weight=kd_weight, size=size, first_last=first_last, lr_schedule=lr_schedule,
-                       max_steps=max_steps, quiet=quiet, source=str(model))
-        metrics = fn(fp, data, out, options)
+                       max_steps=max_steps, quiet=quiet, source=str(model), budget_mb=budget_mb,
+                       budget_bops=budget_bops)
+        fn(fp, data, out, options)
         typer.echo(f"recipe {recipe}: wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
         return
     try:
         qcfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, first_last=first_last)
-    except ValueError as e:
+        _, metrics = run_quantization(fp, data, out, qcfg, epochs=epochs, ptq=ptq, calib=calib,
+                                      batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
+                                      kd_weight=kd_weight, size=size, lr_schedule=lr_schedule, max_steps=max_steps,
+                                      threads=threads, quiet=quiet, provenance={"source_model": str(model)})
+    except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    from fakelite.data.dataset import calibration_batches
-    from fakelite.train.loop import TrainConfig, fit
-
-    crop = int(size or fp.preprocess.crop)
-    student = copy.deepcopy(fp)
-    student.preprocess = replace(fp.preprocess, crop=crop)
-    torch.manual_seed(seed)
-    quantize(student, qcfg)
-    try:
-        batches = calibration_batches(data, student.preprocess, n=calib, batch_size=batch_size, seed=seed)
-    except FileNotFoundError as e:
-        fail(str(e))
-    if not batches:
-        fail(f"{data}: no usable training images for calibration")
-    calibrate(student, batches, quiet=quiet)
-
-    n2uq_like = quantizer.removeprefix("slr-") == "n2uq"
-    cfg = TrainConfig(epochs=0 if ptq else epochs, batch_size=batch_size, lr=lr, seed=seed, crop=crop,
-                      lr_schedule=lr_schedule, kd_weight=kd_weight if teacher_kd else 0.0,
-                      max_steps_per_epoch=max_steps, threads=threads, quiet=quiet)
-    provenance = {"mode": "ptq" if ptq else "qat", "source_model": str(model), "quant": qcfg.to_dict(),
-                  "calib_images": sum(len(b[1]) for b in batches),
-                  "source_provenance": getattr(fp, "provenance", {})}
-    metrics = fit(student, data, out, cfg, teacher=fp if (teacher_kd and not ptq) else None,
-                  param_groups=(lambda m: quant_param_groups(m, 0.1 if n2uq_like else 1.0, lr)),
-                  provenance=provenance)
-    cost = _add_cost(out, student, crop)
-    v = metrics["val"]
+    cost, v = metrics["cost"], metrics["val"]
     typer.echo(f"{'PTQ' if ptq else 'QAT'} W{w_bits}A{a_bits} {quantizer}{' +CQB' if cqb else ''}: val acc {v['acc']:.4f}, "
                f"AP {v['ap'] or 0:.4f}; OPs {cost['ops'] / 1e6:.1f} M ({cost['ops_ratio']:.1f}x), "
                f"storage {cost['storage_bytes'] / 1e3:.0f} kB ({cost['storage_ratio']:.1f}x)")

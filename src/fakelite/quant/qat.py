@@ -1,0 +1,141 @@
+"""QAT / PTQ of a trained full-precision detector, as a library function (the engine behind `fakelite quantize`
+and the QMDD ablation study).
+
+    student, metrics = run_quantization(fp, "DATA", "runs/w2a2", QuantConfig(w_bits=2, a_bits=2,
+                                        quantizer="slr-n2uq", cqb=True), epochs=3)
+
+Steps: copy the FP model → `quantize` (the per-layer plan of the config) → `calibrate` on `calib` training images
+(MinMax/percentile ranges, LSQ/N2UQ data-driven init) → the shared training loop (`fit`: Adam, validation every
+epoch, best checkpoint, threshold on DATA/val), quantizer parameters at lr × `quant_lr_scale` (N2UQ recipe: 0.1),
+optional logit KD from the FP teacher → OUT/model.fakelite and OUT/metrics.json with a `cost` entry
+(`fakelite.quant.cost.model_cost` at the training size). PTQ (`ptq=True`) is the same with zero epochs: calibrate,
+validate, choose the threshold, save.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .convert import QuantConfig, calibrate, quant_param_groups, quantize
+
+
+def is_n2uq_like(qcfg: QuantConfig) -> bool:
+    """N2UQ and SLR-on-N2UQ get the N2UQ recipe's lr/10 for quantizer parameters by default."""
+    return qcfg.quantizer.removeprefix("slr-") == "n2uq"
+
+
+class _GradGuard:
+    """Per-tensor gradient-norm cap via parameter hooks (the shared training loop has no clipping step)."""
+
+    def __init__(self, model: nn.Module, max_norm: float):
+        self.max_norm = float(max_norm)
+        self.clipped = self.nonfinite = self.seen = 0
+        self.handles = [p.register_hook(self._hook) for p in model.parameters() if p.requires_grad]
+
+    def _hook(self, g: torch.Tensor) -> torch.Tensor:
+        self.seen += 1
+        if not torch.isfinite(g).all():
+            self.nonfinite += 1
+            g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+        n = float(g.norm())
+        if n > self.max_norm:
+            self.clipped += 1
+            g = g * (self.max_norm / n)
+        return g
+
+    def close(self) -> dict:
+        for h in self.handles:
+            h.remove()
+        return {"max_norm": self.max_norm, "clipped": self.clipped, "nonfinite": self.nonfinite,
+                "grads_seen": self.seen}
+
+
+def run_quantization(
+    fp_model: nn.Module,
+    data: str | Path,
+    out: str | Path,
+    qcfg: QuantConfig,
+    *,
+    epochs: int,
+    ptq: bool = False,
+    calib: int = 256,
+    batch_size: int = 32,
+    lr: float = 2e-4,
+    seed: int = 0,
+    teacher_kd: bool = False,
+    kd_weight: float = 0.5,
+    size: int | None = None,
+    lr_schedule: str = "step",
+    max_steps: int | None = None,
+    threads: int | None = None,
+    quiet: bool = False,
+    provenance: dict | None = None,
+    quant_lr_scale: float | None = None,
+    freeze_cqb_alpha: bool = False,
+    resume: bool = False,
+    grad_clip: float | None = None,
+) -> tuple[nn.Module, dict]:
+    """Quantize a copy of `fp_model` with `qcfg`, calibrate it, train it `epochs` epochs (none with `ptq`), and
+    write OUT/model.fakelite + OUT/metrics.json (with `cost`). Returns (student, metrics).
+
+    `fp_model` is left untouched (it is the KD teacher with `teacher_kd`). `size`: training/eval crop (default
+    the model's). `quant_lr_scale`: lr factor of quantizer parameters (None = 0.1 for N2UQ kinds, 1 otherwise).
+    `freeze_cqb_alpha`: keep every CQB α at its initial value (for the α ablation). `resume`: continue from
+    OUT/checkpoint.safetensors (an interrupted QAT with the same settings) instead of epoch 0. `grad_clip`: cap
+    every parameter's gradient at this L2 norm (per tensor) and zero non-finite ones — low-bit nets (W1A1 above
+    all: a binarised layer whose outputs are constant over the batch gives BN a zero variance) can blow gradients up
+    to inf, which poisons Adam's moments; metrics["grad_guard"] counts how often it acted.
+    Raises ValueError (an already-quantized model, no usable calibration images) and FileNotFoundError (no DATA/train).
+    """
+    from fakelite.data.dataset import calibration_batches
+    from fakelite.train.loop import TrainConfig, fit
+
+    from .cost import model_cost
+
+    data, out = Path(data), Path(out)
+    if getattr(fp_model, "fakelite_quant", None):
+        raise ValueError("model is already quantized; start from a full-precision model")
+    if threads:
+        torch.set_num_threads(threads)
+    crop = int(size or fp_model.preprocess.crop)
+    student = copy.deepcopy(fp_model)
+    student.preprocess = replace(fp_model.preprocess, crop=crop)
+    for p in student.parameters():  # a model used as a KD teacher before has requires_grad off
+        p.requires_grad_(True)
+    torch.manual_seed(seed)
+    quantize(student, qcfg)
+    if freeze_cqb_alpha:
+        for m in student.modules():
+            if getattr(m, "cqb", None) is not None:
+                m.cqb.theta.requires_grad_(False)
+    batches = calibration_batches(data, student.preprocess, n=calib, batch_size=batch_size, seed=seed)
+    if not batches:
+        raise ValueError(f"{data}: no usable training images for calibration")
+    calibrate(student, batches, quiet=quiet)
+
+    guard = _GradGuard(student, grad_clip) if grad_clip else None
+    scale = (0.1 if is_n2uq_like(qcfg) else 1.0) if quant_lr_scale is None else float(quant_lr_scale)
+    cfg = TrainConfig(epochs=0 if ptq else int(epochs), batch_size=batch_size, lr=lr, seed=seed, crop=crop,
+                      lr_schedule=lr_schedule, kd_weight=kd_weight if teacher_kd else 0.0,
+                      max_steps_per_epoch=max_steps, threads=threads, quiet=quiet)
+    prov: dict[str, Any] = {"mode": "ptq" if ptq else "qat", "quant": qcfg.to_dict(),
+                            "calib_images": sum(len(b[1]) for b in batches), "quant_lr_scale": scale,
+                            "teacher_kd": bool(teacher_kd and not ptq), "freeze_cqb_alpha": freeze_cqb_alpha,
+                            "source_provenance": getattr(fp_model, "provenance", {}), **(provenance or {})}
+    metrics = fit(student, data, out, cfg, teacher=fp_model if (teacher_kd and not ptq) else None,
+                  param_groups=lambda m: quant_param_groups(m, scale, lr), provenance=prov, resume=resume)
+    if guard is not None:
+        metrics["grad_guard"] = guard.close()
+    student.eval()
+    metrics["cost"] = model_cost(student, crop)
+    metrics["quant"] = qcfg.to_dict()
+    metrics["mode"] = prov["mode"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    return student, metrics
