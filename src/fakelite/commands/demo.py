@@ -1,5 +1,6 @@
 """`fakelite demo`: the main job on built-in data — build FaceSynth, train the NPR detector in full
-precision, evaluate it on every FaceSynth test set and print the table; then quantize, export and time it."""
+precision, evaluate it on every FaceSynth test set and print the table; then quantize it to W2A2 with QMDD's
+method (NPR + CQB + SLR), export the integer ONNX graph, check parity and time it next to FP32."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def demo_command(
     data = out / "data"
     timings: dict[str, float] = {}
 
-    _stage(f"1/3 FaceSynth benchmark ({size}×{size}) → {data}")
+    _stage(f"1/5 FaceSynth benchmark ({size}×{size}) → {data}")
     t = time.time()
     summary_path = data / "summary.json"
     if summary_path.exists() and not fresh:
@@ -58,7 +59,7 @@ def demo_command(
     if psnr:
         typer.echo("reconstruction PSNR on test (dB): " + ", ".join(f"{k} {v:.1f}" for k, v in psnr.items()))
 
-    _stage(f"2/3 Train npr_resnet23 in full precision → {out / 'fp'}")
+    _stage(f"2/5 Train npr_resnet23 in full precision → {out / 'fp'}")
     t = time.time()
     fp_path = out / "fp" / "model.fakelite"
     if fp_path.exists() and not fresh:
@@ -69,7 +70,7 @@ def demo_command(
         fit(create_model("npr_resnet23"), data, out / "fp", cfg, provenance={"demo": True})
     timings["train"] = time.time() - t
 
-    _stage("3/3 Evaluate on every FaceSynth test set")
+    _stage("3/5 Evaluate on every FaceSynth test set")
     t = time.time()
     model = artifact.load(fp_path)
     result = evaluate(model, data / "test", quiet=quiet)
@@ -77,7 +78,69 @@ def demo_command(
     print_eval(result, title="FP npr_resnet23 on FaceSynth (Acc at 0.5; Acc@t at the threshold chosen on val)")
     timings["eval"] = time.time() - t
 
+    _stage(f"4/5 Quantize to W2A2 (QMDD: NPR + CQB + SLR-N2UQ), {qat_epochs} QAT epochs → {out / 'w2a2'}")
+    t = time.time()
+    q_path = out / "w2a2" / "model.fakelite"
+    if q_path.exists() and not fresh:
+        typer.echo(f"reusing {q_path}")
+    else:
+        from fakelite.quant import QuantConfig
+        from fakelite.quant.qat import run_quantization
+
+        qcfg = QuantConfig(w_bits=2, a_bits=2, quantizer="slr-n2uq", cqb=True)
+        run_quantization(artifact.load(fp_path), data, out / "w2a2", qcfg, epochs=1 if quick else qat_epochs,
+                         lr_schedule="linear", max_steps=3 if quick else None, quiet=quiet,
+                         calib=32 if quick else 256, provenance={"demo": True})
+    qmodel = artifact.load(q_path)
+    qresult = evaluate(qmodel, data / "test", quiet=quiet)
+    (out / "w2a2" / "eval.json").write_text(json.dumps(qresult, indent=2))
+    print_eval(qresult, title="W2A2 npr_resnet23 (QMDD: NPR + CQB + SLR) on FaceSynth")
+    timings["quantize"] = time.time() - t
+
+    _stage("5/5 Export the integer ONNX graph, check parity, time it next to FP32")
+    t = time.time()
+    _export_and_time(fp_path, q_path, qmodel, data, out, size, quick)
+    timings["export+bench"] = time.time() - t
+
     timings["total"] = time.time() - t0
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     typer.echo("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    typer.echo(f"outputs under {out}/: data/, fp/model.fakelite, fp/metrics.json, fp/eval.json, fp/curves.png")
+    typer.echo(f"outputs under {out}/: data/, fp/ (model.fakelite, metrics.json, eval.json, curves.png), "
+               f"w2a2/ (model.fakelite, eval.json), export/ (model_fp32.onnx, model_w2a2_int.onnx, speed.json)")
+
+
+def _export_and_time(fp_path: Path, q_path: Path, qmodel, data: Path, out: Path, size: int, quick: bool) -> None:
+    """Integer ONNX of the W2A2 model with a parity check on test images, then latency of FP32 PyTorch,
+    FP32 ONNX Runtime and the integer graph (each in its own process) and the file sizes side by side."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from fakelite.data.dataset import ImageDataset
+    from fakelite.data.folders import labelled_images
+    from fakelite.deploy.bench import compare
+    from fakelite.deploy.onnx import export_onnx, parity
+
+    exp = out / "export"
+    exp.mkdir(parents=True, exist_ok=True)
+    rep = export_onnx(qmodel, exp / "model_w2a2_int.onnx")
+    items = labelled_images(data / "test")[:: 4 if not quick else 1][:400]
+    ds = ImageDataset(items, qmodel.preprocess)
+    xs = torch.stack([s[0] for s in (ds[i] for i in range(len(ds))) if s is not None])
+    par = parity(qmodel, rep["path"], xs)
+    typer.echo(f"integer ONNX parity on {par['n']} FaceSynth test images: same decision on {par['same_decisions']}, "
+               f"max |logit diff| {par['max_abs_logit_diff']:.2e}")
+    runs = 10 if quick else 50
+    fp = compare(fp_path, ["torch", "onnx"], size=size, threads=1, runs=runs)
+    q = compare(q_path, ["onnx-int8"], size=size, threads=1, runs=runs)
+    rows = {**fp["results"], **{"onnx-int8 (W2A2)": q["results"]["onnx-int8"]}}
+    base = rows["torch"]["latency_ms"]["median"]
+    t = Table(title=f"npr_resnet23 at {size}×{size}, batch 1, 1 thread")
+    for c in ("backend", "median ms", "p90 ms", "speed-up vs FP32 PyTorch", "file"):
+        t.add_column(c, justify="left" if c == "backend" else "right")
+    for name, r in rows.items():
+        t.add_row(name, f"{r['latency_ms']['median']:.2f}", f"{r['latency_ms']['p90']:.2f}",
+                  f"{base / r['latency_ms']['median']:.2f}×", f"{r['model_bytes'] / 1e3:,.0f} kB")
+    t.add_row("W2A2 .fakelite (packed)", "", "", "", f"{q_path.stat().st_size / 1e3:,.0f} kB")
+    Console().print(t)
+    (exp / "speed.json").write_text(json.dumps({"parity": par, "bench": rows}, indent=2))
