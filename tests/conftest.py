@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 os.environ.setdefault("FAKELITE_QUIET", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread: tests are tiny, and on a busy 2-core machine a second thread costs far more than it gains
+torch.set_num_threads(1)
 
 
 def _real(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -39,7 +39,8 @@ def models_command() -> None:
 
 def _register_optional() -> None:
     """Commands owned by other modules, registered here so `fakelite --help` lists them all."""
-    from fakelite.commands import ablation, compress, data_synth, demo, quant
+    from fakelite.commands import ablation, compress, data_synth, demo, quant, robust
+    from fakelite.commands import defakeq as defakeq_cmds
     from fakelite.commands import deploy as deploy_cmds
     from fakelite.commands import serve as serve_cmds
 
@@ -47,6 +48,7 @@ def _register_optional() -> None:
     app.command("quantize")(quant.quantize_command)
     app.command("cost")(quant.cost_command)
     app.command("ablation")(ablation.ablation_command)
+    app.command("compare")(defakeq_cmds.compare_command)
     app.command("prune")(compress.prune_command)
     app.command("distill")(compress.distill_command)
     app.command("recipe")(compress.recipe_command)
@@ -57,6 +59,7 @@ def _register_optional() -> None:
     app.command("stream")(deploy_cmds.stream_command)
     app.command("bench")(deploy_cmds.bench_command)
     app.command("serve")(serve_cmds.serve_command)
+    app.command("robustness")(robust.robustness_command)
     app.command("demo")(demo.demo_command)
 
 

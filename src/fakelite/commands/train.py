@@ -31,8 +31,11 @@ def train_command(
 
     Example: fakelite train --data runs/demo/data --model npr_resnet23 --out runs/fp --epochs 5
     """
+    import torch
+
     from fakelite.data.folders import labelled_images, split_dir
     from fakelite.data.io import BadInput, load_rgb
+    from fakelite.train.distributed import rank_world
     from fakelite.models import create_model
     from fakelite.train.loop import TrainConfig, fit
 
@@ -42,6 +45,7 @@ def train_command(
                                                 max_steps_per_epoch=max_steps, threads=threads, quiet=quiet).items()
                      if v is not None}
         cfg = TrainConfig.from_dict({**cfg_dict.get("train", {}), **({"augment": cfg_dict["augment"]} if "augment" in cfg_dict else {}), **overrides})
+        torch.manual_seed(seed)  # --seed fixes the initial weights too, not only data order and augmentation
         m = create_model(model, **({"input": input} if input else {}))
         if crop is None:
             # the model's crop, capped by the size of the training images (no resize for NPR)
@@ -57,6 +61,8 @@ def train_command(
     except (FileNotFoundError, KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
     metrics = fit(m, data, out, cfg, resume=resume, provenance={"recipe": str(recipe) if recipe else None})
+    if rank_world()[0] != 0:  # under torchrun only rank 0 reports
+        return
     v, vt = metrics["val"], metrics["val_at_threshold"]
     typer.echo(f"best epoch {metrics['best_epoch']}: val acc {v['acc']:.4f} (at 0.5) / {vt['acc']:.4f} "
                f"(at threshold {metrics['threshold']:.4f}), AP {v['ap']:.4f}, AUC {v['auc']:.4f}; "
@@ -90,6 +96,10 @@ def eval_command(
     except FileNotFoundError as e:
         fail(str(e))
     scores = result.pop("_scores", None)
+    from fakelite.train.distributed import rank_world
+
+    if rank_world()[0] != 0:  # under torchrun only rank 0 reports and writes
+        return
     print_eval(result, title=f"{model} on {data}")
     skipped = sum(s["skipped"] for s in result["sets"].values())
     if skipped:

@@ -32,6 +32,7 @@ class AugmentConfig:
     noise_sigma: tuple[float, float] = (0.0, 10.0)
     dark_prob: float = 0.0
     dark_gamma: tuple[float, float] = (1.0, 2.5)
+    dark_brightness: tuple[float, float] = (1.0, 1.0)  # brightness factor drawn with the gamma (1 = gamma only)
     occlude_prob: float = 0.0
     occlude_frac: tuple[float, float] = (0.1, 0.4)
     rescale_prob: float = 0.0
@@ -54,27 +55,38 @@ class AugmentConfig:
 
 
 def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of std `sigma` pixels (kernel sized by OpenCV from sigma, reflect-101 borders)."""
     if sigma <= 0:
         return img
     return cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT101)
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """Round-trip through Pillow's JPEG encoder at `quality` (4:2:0 chroma subsampling, Pillow's default)."""
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.uint8).copy()
 
 
 def gaussian_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive i.i.d. Gaussian noise of std `sigma` in 0–255 units, rounded and clipped to uint8."""
     return np.clip(img.astype(np.float32) + rng.normal(0, sigma, img.shape), 0, 255).round().astype(np.uint8)
 
 
-def low_light(img: np.ndarray, gamma: float) -> np.ndarray:
-    return np.clip(255.0 * (img.astype(np.float32) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
+def low_light(img: np.ndarray, gamma: float, brightness: float = 1.0) -> np.ndarray:
+    """Under-exposure: out = 255 · (brightness · x/255)^gamma (brightness ≤ 1 darkens linearly, gamma > 1 crushes
+    shadows), rounded to uint8."""
+    x = np.clip(brightness * (img.astype(np.float32) / 255.0), 0.0, 1.0)
+    return np.clip(255.0 * x ** gamma + 0.5, 0, 255).astype(np.uint8)
+
+
+def low_light_level(img: np.ndarray, b: float) -> np.ndarray:
+    """The `fakelite robustness` low-light level b ∈ (0, 1]: brightness b, then gamma 2 − b (b = 1: unchanged)."""
+    return low_light(img, 2.0 - b, brightness=b)
 
 
 def occlude(img: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
-    """Grey rectangle covering `frac` of the image area at a random place."""
+    """Grey (128) rectangle covering `frac` of the image area (same aspect as the image) at a random place."""
     h, w = img.shape[:2]
     side_h = max(1, int(round(h * np.sqrt(frac))))
     side_w = max(1, int(round(w * np.sqrt(frac))))
@@ -86,6 +98,7 @@ def occlude(img: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarra
 
 
 def rescale(img: np.ndarray, factor: float) -> np.ndarray:
+    """Resize by `factor` (area filter when shrinking, bilinear when enlarging); sides at least 2 pixels."""
     h, w = img.shape[:2]
     nh, nw = max(2, int(round(h * factor))), max(2, int(round(w * factor)))
     interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
@@ -103,7 +116,9 @@ def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
     if cfg.noise_prob and rng.random() < cfg.noise_prob:
         img = gaussian_noise(img, float(rng.uniform(*cfg.noise_sigma)), rng)
     if cfg.dark_prob and rng.random() < cfg.dark_prob:
-        img = low_light(img, float(rng.uniform(*cfg.dark_gamma)))
+        gamma = float(rng.uniform(*cfg.dark_gamma))
+        b = 1.0 if tuple(cfg.dark_brightness) == (1.0, 1.0) else float(rng.uniform(*cfg.dark_brightness))
+        img = low_light(img, gamma, brightness=b)
     if cfg.occlude_prob and rng.random() < cfg.occlude_prob:
         img = occlude(img, float(rng.uniform(*cfg.occlude_frac)), rng)
     if cfg.hflip and rng.random() < cfg.hflip:

@@ -40,6 +40,27 @@ def predict_dataset(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
     return torch.cat(scores).numpy(), torch.cat(labels).numpy(), torch.cat(index).numpy()
 
 
+def predict_dataset_distributed(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
+                                progress: Iterable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """`predict_dataset` sharded over the ranks of an initialised process group, gathered on every rank.
+
+    Each rank scores items rank, rank+world, ... (each item exactly once); scores/labels/indices are all-gathered and
+    put back in dataset order, so every rank returns identical arrays. Also returns the number of skipped files over
+    all ranks. Without a process group it is `predict_dataset` (+ the skip count)."""
+    from fakelite.train import distributed as D
+
+    rank, world = D.rank_world()
+    if world == 1:
+        s, y, i = predict_dataset(model, ds, batch_size, progress)
+        return s, y, i, len(ds.skipped)
+    sub = torch.utils.data.Subset(ds, D.shard(len(ds), rank, world))
+    s, y, i = predict_dataset(model, sub, batch_size, progress)  # indices are the dataset's own
+    s, y, i = (np.concatenate(D.all_gather_array(a)) for a in (s, y, i.astype(np.float64)))
+    order = np.argsort(i, kind="stable")
+    n_skipped = int(D.all_reduce_sum([float(len(ds.skipped))])[0])
+    return s[order], y[order], i[order].astype(np.int64), n_skipped
+
+
 def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, threshold: float = 0.5,
                   quiet: bool = False, keep_scores: bool = False) -> dict:
     """Metrics per set and their mean. With keep_scores, also returns raw scores for plots."""
@@ -51,9 +72,9 @@ def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, 
     with progress_bar("eval", total, quiet=quiet) as advance:
         for s in sets:
             ds = ImageDataset(s.items, model.preprocess, train=False, cache=False)
-            scores, labels, _ = predict_dataset(model, ds, batch_size, progress=advance)
+            scores, labels, _, n_skipped = predict_dataset_distributed(model, ds, batch_size, progress=advance)
             advance(len(ds.skipped))
-            m = binary_metrics(labels, scores, 0.5, skipped=len(ds.skipped))
+            m = binary_metrics(labels, scores, 0.5, skipped=n_skipped)
             if threshold != 0.5:
                 m["acc_at_threshold"] = binary_metrics(labels, scores, threshold)["acc"]
             m["skipped_files"] = ds.skipped
@@ -73,5 +94,8 @@ def evaluate(model: nn.Module, root: str | Path, batch_size: int = 64, quiet: bo
              keep_scores: bool = False) -> dict:
     """Evaluate on every set under `root`. Acc is at 0.5 (the field's convention); `acc_at_threshold` uses the
     threshold stored with the model when it differs from 0.5."""
+    from fakelite.train.distributed import init_from_env
+
+    init_from_env()  # under torchrun: shard the images over the processes (no-op otherwise)
     sets = discover_sets(root)
     return evaluate_sets(model, sets, batch_size, float(getattr(model, "threshold", 0.5)), quiet, keep_scores)

@@ -210,7 +210,7 @@ def calibrate_defakeq(student: nn.Module, teacher: nn.Module | None, batches: li
                 n_align = len(outs)
                 feat = sum(_nmse(outs[j], t_outs[j]) for j in range(n_align)) / max(1, n_align)
                 loss = cfg.w_feat * feat
-                rec = {"step": step, "phase": limit or 0, "feat": float(feat)}
+                rec = {"step": step, "phase": limit or 0, "feat": float(feat.detach())}
                 if limit is None:
                     if cfg.w_con:
                         if cfg.contrast_teacher:
@@ -219,22 +219,22 @@ def calibrate_defakeq(student: nn.Module, teacher: nn.Module | None, batches: li
                         else:
                             con = supcon_loss(feats, y, cfg.tau)
                         loss = loss + cfg.w_con * con
-                        rec["supcon"] = float(con)
+                        rec["supcon"] = float(con.detach())
                     if cfg.w_bce:
                         bce = F.binary_cross_entropy_with_logits(logits, y)
                         loss = loss + cfg.w_bce * bce
-                        rec["bce"] = float(bce)
+                        rec["bce"] = float(bce.detach())
                     if cfg.w_kd:
                         tt = cfg.kd_temperature
                         pt = torch.sigmoid(t_logits / tt)
                         kd = F.binary_cross_entropy_with_logits(logits / tt, pt) * tt * tt
                         loss = loss + cfg.w_kd * kd
-                        rec["kd"] = float(kd)
+                        rec["kd"] = float(kd.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                rec["loss"] = float(loss)
+                rec["loss"] = float(loss.detach())
                 history.append(rec)
                 step += 1
             if stopped_early:

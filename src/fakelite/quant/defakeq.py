@@ -102,13 +102,15 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
                 bits: tuple[int, ...] = DEFAULT_BITS, veft_ratio: float = DEFAULT_VEFT_RATIO,
                 stage_epochs: float = 1.0, final_epochs: float = 2.0, seed: int = 0, quantizer: str = "lsq",
                 sensitivity: str = "taylor", cka_weight: float = 1.0, size: int | None = None,
-                batch_size: int = 32, calibrate_student: bool = True, quiet: bool = True) -> dict[str, Any]:
+                batch_size: int = 32, calibrate_student: bool = True, max_calib_seconds: float | None = 290.0,
+                quiet: bool = True) -> dict[str, Any]:
     """The whole DeFakeQ pipeline; writes out/model.fakelite, out/metrics.json, out/haq.json,
     out/haq_allocation.png and returns the metrics dict.
 
     budget_mb: packed storage in decimal MB (as `fakelite cost` counts it, header excluded); budget_bops: BOPs
     at the model's input size. At least one is required. Raises mixed.InfeasibleBudget (a ValueError naming the
-    minimum feasible budget) when nothing fits.
+    minimum feasible budget) when nothing fits. max_calib_seconds caps the calibration wall time (the steps
+    done are recorded in metrics["calibration"]).
     """
     from fakelite import artifact
     from fakelite.data.dataset import calibration_batches
@@ -141,7 +143,8 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
     t_ptq = time.perf_counter() - t0
     calib_info: dict[str, Any] = {}
     if calibrate_student:
-        cfg = CalibConfig(stage_epochs=stage_epochs, final_epochs=final_epochs, seed=seed)
+        cfg = CalibConfig(stage_epochs=stage_epochs, final_epochs=final_epochs, seed=seed,
+                          max_seconds=max_calib_seconds)
         calib_info = calibrate_defakeq(student, None, batches, cfg, cache=TeacherCache(fp, batches), quiet=quiet)
     student.preprocess = pre
     record = haq_record(scores, alloc, budget_bytes, budget_bops)

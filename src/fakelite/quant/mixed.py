@@ -304,7 +304,7 @@ def measure_costs(fp_model: nn.Module, base: QuantConfig, layers: list[str], bit
                                f"{base_storage} bytes): storage is not additive for this model")
         for n in layers:
             storage[n].append(per[n])
-        rows = {r["name"]: r for r in layer_macs(m, size)}
+    rows = {r["name"]: r for r in layer_macs(m, size)}  # MACs do not depend on the width
     base_bops = float(sum(r["macs"] * r["w_bits"] * r["a_bits"] for n, r in rows.items()
                           if n not in storage and r["w_bits"] <= 8 and r["a_bits"] <= 8))
     bops = {}
