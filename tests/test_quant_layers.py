@@ -143,6 +143,9 @@ def test_cqb_shortcut_by_hand():
 
 @pytest.mark.parametrize("family", ["lsq", "n2uq", "slr-n2uq", "minmax"])
 def test_fold_bn_matches(family):
+    # seeded: at W2A2 a float re-association can flip a code sitting exactly on a threshold, so the
+    # comparison must not depend on whatever weights the global RNG happens to produce in a given test order
+    torch.manual_seed(0)
     fp = create_model("npr_resnet23")
     with torch.no_grad():
         for mod in fp.modules():

@@ -113,20 +113,25 @@ def _export_and_time(fp_path: Path, q_path: Path, qmodel, data: Path, out: Path,
     """Integer ONNX of the W2A2 model with a parity check on test images, then latency of FP32 PyTorch,
     FP32 ONNX Runtime and the integer graph (each in its own process) and the file sizes side by side."""
     import torch
-    from rich.console import Console
     from rich.table import Table
 
     from fakelite.data.dataset import ImageDataset
     from fakelite.data.folders import labelled_images
     from fakelite.deploy.bench import compare
     from fakelite.deploy.onnx import export_onnx, parity
+    from fakelite.eval.report import wide_console
 
     exp = out / "export"
     exp.mkdir(parents=True, exist_ok=True)
     rep = export_onnx(qmodel, exp / "model_w2a2_int.onnx")
-    items = labelled_images(data / "test")[:: 4 if not quick else 1][:400]
+    items = labelled_images(data / "test")
+    items = items[:: max(1, len(items) // 400)]  # an even sample over every test set
     ds = ImageDataset(items, qmodel.preprocess)
-    xs = torch.stack([s[0] for s in (ds[i] for i in range(len(ds))) if s is not None])
+    samples = [s[0] for s in (ds[i] for i in range(len(ds))) if s is not None]
+    if not samples:
+        typer.secho(f"no readable test images under {data / 'test'}: skipping export and timing", fg="red", err=True)
+        return
+    xs = torch.stack(samples)
     par = parity(qmodel, rep["path"], xs)
     typer.echo(f"integer ONNX parity on {par['n']} FaceSynth test images: same decision on {par['same_decisions']}, "
                f"max |logit diff| {par['max_abs_logit_diff']:.2e}")
@@ -142,5 +147,5 @@ def _export_and_time(fp_path: Path, q_path: Path, qmodel, data: Path, out: Path,
         t.add_row(name, f"{r['latency_ms']['median']:.2f}", f"{r['latency_ms']['p90']:.2f}",
                   f"{base / r['latency_ms']['median']:.2f}×", f"{r['model_bytes'] / 1e3:,.0f} kB")
     t.add_row("W2A2 .fakelite (packed)", "", "", "", f"{q_path.stat().st_size / 1e3:,.0f} kB")
-    Console().print(t)
+    wide_console().print(t)
     (exp / "speed.json").write_text(json.dumps({"parity": par, "bench": rows}, indent=2))

@@ -122,8 +122,9 @@ def cost_command(
     m = load_model_or_fail(model)
     c = model_cost(m, size)
     try:
-        from rich.console import Console
         from rich.table import Table
+
+        from fakelite.eval.report import wide_console
 
         t = Table(title=f"{model} at {c['size']}x{c['size']}")
         t.add_column("metric")
@@ -136,7 +137,7 @@ def cost_command(
                 ("bit widths", ", ".join(c["bits"]))]
         for r in rows:
             t.add_row(*r)
-        Console().print(t)
+        wide_console().print(t)
     except ImportError:  # pragma: no cover
         typer.echo(json.dumps(c, indent=2))
     if json_out:

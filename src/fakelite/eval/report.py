@@ -27,8 +27,14 @@ def eval_table(result: dict, title: str = "") -> Table:
     return t
 
 
+def wide_console() -> Console:
+    """A console that does not squeeze tables to 80 columns when output goes to a file or a pipe."""
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
+
+
 def print_eval(result: dict, title: str = "", console: Console | None = None) -> None:
-    (console or Console()).print(eval_table(result, title))
+    (console or wide_console()).print(eval_table(result, title))
 
 
 def table2_markdown(rows: dict[str, dict], sets: list[str] | None = None) -> str:

@@ -288,8 +288,9 @@ def markdown(res: dict, title: str = "Robustness") -> str:
 
 def print_table(res: dict) -> None:
     """Compact terminal summary: mean AUC (and Acc) per perturbation level and model."""
-    from rich.console import Console
     from rich.table import Table
+
+    from fakelite.eval.report import wide_console
 
     t = Table(title="robustness (mean over test sets, %)")
     t.add_column("perturbation")
@@ -306,7 +307,7 @@ def print_table(res: dict) -> None:
         for r in rs:
             cells += [_pct(r["mean"]["auc"]), _pct(r["mean"]["acc"])]
         t.add_row(p, label, *cells)
-    Console().print(t)
+    wide_console().print(t)
 
 
 def plot(res: dict, out_dir: str | Path) -> list[Path]:
