@@ -399,3 +399,17 @@ def test_settings_validation():
         ServeSettings(max_queue=-1).validate()
     s = ServeSettings(model="m.fakelite", api_key="k", cors_origins=["https://a"])
     assert ServeSettings.from_json(s.to_json()) == s
+
+
+def test_docs_page_is_served_without_a_cdn():
+    """/docs loads Swagger UI from the app itself (works offline), and the assets are really there."""
+    import re
+
+    with client_for() as c:
+        r = c.get("/docs")
+        assert r.status_code == 200
+        urls = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", r.text)
+        assert urls and not [u for u in urls if u.startswith("http")], urls
+        for u in urls:
+            assert c.get(u).status_code == 200, u
+        assert c.get("/openapi.json").json()["info"]["title"] == "fakelite"

@@ -36,7 +36,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -657,7 +657,7 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
     docs = settings.docs
     app = FastAPI(title="fakelite", version=_version(), lifespan=lifespan,
                   description="Deepfake detection for images and videos. Upload a file to POST /v1/detect.",
-                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.service = svc
 
     if settings.cors_origins:
@@ -809,7 +809,32 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
                             headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if docs:
+        _mount_docs(app)
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """OpenAPI docs at /docs with Swagger UI served by the app itself (from the swagger-ui-bundle wheel), so the
+    page works on machines without internet access — FastAPI's default loads its scripts from a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # pragma: no cover - a dependency; keep the API usable if it is missing
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        if swagger_ui_path is None:
+            return HTMLResponse("<p>Install swagger-ui-bundle for the interactive docs; the schema is at "
+                                "<a href='/openapi.json'>/openapi.json</a>.</p>")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="fakelite API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
 def _version() -> str:
