@@ -5,18 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from fakelite.eval.baselines import FEATURE_GROUPS, feature_names, image_features, npr_features, run_baselines
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def test_npr_features_on_known_images():

@@ -23,14 +23,6 @@ from fakelite.models import create_model
 from fakelite.train.loop import TrainConfig, kd_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def _sig(z: float) -> float:
     return 1 / (1 + math.exp(-z))
 

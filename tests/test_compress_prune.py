@@ -23,15 +23,6 @@ from fakelite.compress.sparse import pack_state, unpack_sparse
 from fakelite.models import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: these small graphs run fastest that way on a shared CPU."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture(scope="module")
 def small_model_path(tmp_path_factory):
     """An untrained npr_resnet23 artifact (pruning does not need a trained model to be tested)."""

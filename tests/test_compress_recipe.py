@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from fakelite import artifact
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def test_recipe_cli_end_to_end(tiny_data, tmp_path):

@@ -35,8 +35,8 @@ def train_command(
 
     from fakelite.data.folders import labelled_images, split_dir
     from fakelite.data.io import BadInput, load_rgb
-    from fakelite.train.distributed import rank_world
     from fakelite.models import create_model
+    from fakelite.train.distributed import rank_world
     from fakelite.train.loop import TrainConfig, fit
 
     try:
