@@ -20,8 +20,9 @@ demo: $(STAMP)
 	$(BIN)/fakelite demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	sh scripts/ensure_chromium.sh
-	$(BIN)/python -m pytest -x -q tests
+	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
