@@ -48,13 +48,22 @@ def export_command(
     if format not in ("onnx", "tflite"):
         fail(f"--format must be onnx or tflite, not {format!r}")
     if format == "tflite":
-        from fakelite.deploy.litert import LiteRTUnavailable, export_tflite
+        from fakelite.deploy.litert import LiteRTUnavailable, export_tflite, parity_tflite
 
+        quant = bool(getattr(m, "fakelite_quant", None))
+        if int8 and not quant and data is None:
+            fail("--int8 for a full-precision model needs --data (calibration images)")
+        cal = calibration_array(m.preprocess, data, calib) if int8 and not quant else None
         try:
-            export_tflite(m, out, int8=int8)
-        except LiteRTUnavailable as e:
+            rep = export_tflite(m, out, int8=int8, calib=cal)
+        except (LiteRTUnavailable, ValueError) as e:
             fail(str(e))
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {out} ({rep['kind']}, {rep['bytes']:,} bytes) and {out}.json (header)")
+        if check:
+            x = torch.from_numpy(calibration_array(m.preprocess, data, check, seed=1))
+            p = parity_tflite(m, out, x)
+            typer.echo(f"parity on {p['n']} {'images' if data else 'random inputs'}: max |logit diff| "
+                       f"{p['max_abs_logit_diff']:.3g}, same decisions {p['same_decisions']}/{p['n']}")
         return
     quant = bool(getattr(m, "fakelite_quant", None))
     if int8 and not quant and data is None:
