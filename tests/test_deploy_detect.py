@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from fakelite.deploy.detect import aggregate_scores, detect_paths
@@ -82,3 +83,33 @@ def test_annotate_and_confident_rule(det, tmp_path):
     assert aggregate_scores([0.1] * 30 + [0.5] * 2, "confident") == pytest.approx(0.1)
     assert aggregate_scores([0.3, 0.5], "confident") == pytest.approx(0.4)
     assert aggregate_scores([], "mean") is None
+
+
+def test_face_crops_keep_native_pixels_unless_face_resize(tmp_path):
+    """Default: the face crop (1.3× margin) reaches the model at its native resolution (NPR needs the pixels as
+    they are); --face-resize area-resizes it to the model's input side."""
+    from PIL import Image
+
+    from fakelite.deploy.detect import detect_file
+    from fakelite.deploy.faces import Face
+    from fakelite.models.registry import Preprocess
+
+    class Recorder:
+        threshold = 0.5
+        preprocess = Preprocess(crop=64)
+
+        def __init__(self):
+            self.shapes = []
+
+        def predict_arrays(self, imgs):
+            self.shapes += [i.shape for i in imgs]
+            return np.full(len(imgs), 0.9)
+
+    img = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(img)
+    one_face = lambda rgb: [Face((100, 100, 100, 100), 0.99)]  # noqa: E731 - a face detector stand-in
+    for resize, side in ((False, 130), (True, 64)):
+        rec = Recorder()
+        r = detect_file(rec, img, faces="on", face_detector=one_face, face_resize=resize)
+        assert r["label"] == "fake" and r["faces"][0]["box"] == [100, 100, 100, 100]
+        assert rec.shapes == [(side, side, 3)]

@@ -97,6 +97,9 @@ def detect_command(
     aggregate: Annotated[str, typer.Option(help="Video score: mean | confident (DFDC rule)")] = "mean",
     all_faces: Annotated[bool, typer.Option("--all-faces", help="Score every face, not just the largest")] = False,
     face_detector: Annotated[str, typer.Option("--face-detector", help="haar | blazeface (ai-edge-litert)")] = "haar",
+    face_resize: Annotated[bool, typer.Option("--face-resize/--no-face-resize",
+                                              help="Resize face crops to the model's input side (for models trained on "
+                                                   "resized face crops); default keeps native pixels, as NPR needs")] = False,
     annotate: Annotated[Path | None, typer.Option(help="Write the (first) video annotated with boxes/scores (mp4)")] = None,
     backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | litert")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
@@ -115,7 +118,7 @@ def detect_command(
     det = _load_detector(model, backend, threads)
     try:
         out = detect_paths(det, paths, faces=faces, frames=frames, every=every, aggregate=aggregate,
-                           all_faces=all_faces, face_detector=face_detector, quiet=quiet)
+                           all_faces=all_faces, face_detector=face_detector, face_resize=face_resize, quiet=quiet)
     except (ValueError, RuntimeError) as e:
         fail(str(e))
     for r in out["results"]:

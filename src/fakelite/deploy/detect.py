@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from fakelite.data.io import IMAGE_EXTS, VIDEO_EXTS, BadInput, load_rgb
@@ -76,13 +77,17 @@ def _error(path: Path, kind: str, msg: str) -> dict[str, Any]:
 
 
 class _Ctx:
-    def __init__(self, detector, faces: str, face_detector: str | Any):
+    def __init__(self, detector, faces: str, face_detector: str | Any, face_resize: bool = False):
         if faces not in FACE_MODES:
             raise ValueError(f"faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
         self.det = detector
         self.faces = faces
         self._fd_spec = face_detector
         self._fd = None if isinstance(face_detector, str) else face_detector
+        # False (default): the crop keeps its native pixels and the model's centre crop applies — NPR reads
+        # up-sampling traces at native resolution, which down-scaling would erase. True: area-resize the face crop
+        # to the model's input side, for models trained on resized face crops (DeepfakeBench-style, RGB models).
+        self.face_resize = face_resize
 
     @property
     def face_detector(self):
@@ -102,6 +107,10 @@ class _Ctx:
         if not all_faces:
             found = found[:1]
         crops = [crop_face(rgb, f.box) for f in found]
+        if self.face_resize:
+            side = int(self.det.preprocess.crop)
+            crops = [cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA if min(c.shape[:2]) > side
+                                else cv2.INTER_LINEAR) if min(c.shape[:2]) >= 2 else c for c in crops]
         keep = [(f, c) for f, c in zip(found, crops, strict=True) if min(c.shape[:2]) >= 2]
         scores = self.det.predict_arrays([c for _, c in keep]) if keep else []
         return [{"box": list(map(int, f.box)), "score": float(s), "confidence": round(f.confidence, 4)}
@@ -156,11 +165,11 @@ def _video_result(ctx: _Ctx, path: Path, frames: int, every: int | None, aggrega
 
 def detect_file(detector, path: str | Path, faces: str = "auto", frames: int = 32, every: int | None = None,
                 aggregate: str = "mean", all_faces: bool = False, face_detector: str | Any = "haar",
-                _ctx: _Ctx | None = None) -> dict[str, Any]:
+                face_resize: bool = False, _ctx: _Ctx | None = None) -> dict[str, Any]:
     """One result dict for one image or video (errors become {"error": "file: problem"}, never raise)."""
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be mean or confident, not {aggregate!r}")
-    ctx = _ctx or _Ctx(detector, faces, face_detector)
+    ctx = _ctx or _Ctx(detector, faces, face_detector, face_resize)
     p = Path(path)
     kind = "video" if p.suffix.lower() in VIDEO_EXTS else "image"
     try:
@@ -173,11 +182,11 @@ def detect_file(detector, path: str | Path, faces: str = "auto", frames: int = 3
 
 def detect_paths(detector, paths: list[str | Path], faces: str = "auto", frames: int = 32,
                  every: int | None = None, aggregate: str = "mean", all_faces: bool = False,
-                 face_detector: str | Any = "haar", quiet: bool = True) -> dict[str, Any]:
+                 face_detector: str | Any = "haar", face_resize: bool = False, quiet: bool = True) -> dict[str, Any]:
     """Score every image/video under `paths` (folders recursively); bad files are reported and counted."""
     from fakelite.progress import progress_bar
 
-    ctx = _Ctx(detector, faces, face_detector)
+    ctx = _Ctx(detector, faces, face_detector, face_resize)
     files, results = expand_paths(paths)
     with progress_bar("detect", len(files), quiet=quiet) as advance:
         for f in files:
