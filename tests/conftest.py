@@ -73,3 +73,17 @@ def facesynth_quick(tmp_path_factory) -> Path | None:
     except FaceSynthError:
         return None
     return out
+
+
+def randomize_bn(model, seed: int = 0):
+    """Give every BatchNorm2d non-trivial statistics and affine terms (so export/folding tests can fail)."""
+    g = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            n = mod.num_features
+            with torch.no_grad():
+                mod.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.bias.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+    return model

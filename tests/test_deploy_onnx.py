@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import randomize_bn
 
 from fakelite.data.folders import labelled_images
 from fakelite.data.io import load_rgb
@@ -22,15 +23,7 @@ def _images(root, n=16):
 
 
 def _random_bn(m, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            n = mod.num_features
-            mod.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            mod.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-    return m
+    return randomize_bn(m, seed)
 
 
 def test_fp32_parity_and_metadata(tiny_fp_model, tiny_data, tmp_path):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_bn
 
 try:
     import ai_edge_litert  # noqa: F401
@@ -28,15 +29,7 @@ def _tiny(seed=0):
     torch.manual_seed(seed)
     m = create_model("npr_resnet23")
     m.preprocess = dataclasses.replace(m.preprocess, crop=32)
-    g = torch.Generator().manual_seed(seed)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            n = mod.num_features
-            mod.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            mod.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-    return m.eval()
+    return randomize_bn(m, seed).eval()
 
 
 def _images(root, pre, n=12):
