@@ -30,6 +30,7 @@ import copy
 import itertools
 import json
 import tempfile
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def _torch_export(module: nn.Module, path: Path, size: int, opset: int = OPSET) -> None:
     dummy = torch.zeros(1, 3, size, size)
     module.eval()
-    with torch.no_grad():
+    # The tracer warns about shape checks and constant tensors that are constant by design (CQB shortcut shapes,
+    # quantizer thresholds), and torch warns that this (fast, single-file) exporter is the legacy one: both by choice.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         torch.onnx.export(
             module, (dummy,), str(path), dynamo=False, opset_version=opset,
             input_names=["input"], output_names=["logit"],
