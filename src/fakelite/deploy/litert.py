@@ -220,9 +220,6 @@ def parity_tflite(model, path: str | Path, inputs) -> dict[str, Any]:
     with torch.no_grad():
         ref = model.eval()(x).reshape(-1).double().numpy()
     got = run_tflite(path, x.numpy())
-    thr = float(getattr(model, "threshold", 0.5))
-    lt = float(np.log(thr / (1 - thr))) if 0 < thr < 1 else 0.0
-    d = np.abs(ref - got)
-    return {"n": int(len(ref)), "max_abs_logit_diff": float(d.max()) if len(d) else 0.0,
-            "mean_abs_logit_diff": float(d.mean()) if len(d) else 0.0,
-            "same_decisions": int(((ref >= lt) == (got >= lt)).sum()), "threshold": thr}
+    from fakelite.deploy.onnx import parity_report
+
+    return parity_report(ref, got, float(getattr(model, "threshold", 0.5)))

@@ -714,9 +714,14 @@ def parity(model: nn.Module, path: str | Path, inputs: torch.Tensor) -> dict[str
         ref = model.eval()(inputs).reshape(-1).double().numpy()
     got = np.concatenate([sess.run(None, {"input": inputs[i : i + 1].numpy()})[0].reshape(-1)
                           for i in range(len(inputs))]).astype(np.float64)
-    thr = float(getattr(model, "threshold", 0.5))
-    lt = float(np.log(thr / (1 - thr))) if 0 < thr < 1 else 0.0
+    return parity_report(ref, got, float(getattr(model, "threshold", 0.5)))
+
+
+def parity_report(ref: np.ndarray, got: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Reference vs deployed logits: max/mean |difference| and how many decisions agree at `threshold` (a score
+    threshold, compared in logit space). Shared by the ONNX and LiteRT parity checks."""
+    lt = float(np.log(threshold / (1 - threshold))) if 0 < threshold < 1 else 0.0
     d = np.abs(ref - got)
-    return {"n": int(len(inputs)), "max_abs_logit_diff": float(d.max()) if len(d) else 0.0,
+    return {"n": int(len(ref)), "max_abs_logit_diff": float(d.max()) if len(d) else 0.0,
             "mean_abs_logit_diff": float(d.mean()) if len(d) else 0.0,
-            "same_decisions": int(((ref >= lt) == (got >= lt)).sum()), "threshold": thr}
+            "same_decisions": int(((ref >= lt) == (got >= lt)).sum()), "threshold": threshold}
