@@ -47,6 +47,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fakelite.progress import ProgressGroup
+
 __all__ = [
     "FAMILIES",
     "SEEN_FAMILY",
@@ -402,50 +404,6 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
-class _Progress:
-    """A rich progress bar, or nothing when ``enabled`` is False."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                               transient=False)
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def task(self, description: str, total: int) -> Callable[..., None]:
-        if self._p is None:
-            return lambda advance=1, info="": None
-        tid = self._p.add_task(description, total=total, info="")
-        p = self._p
-
-        def advance(advance: int = 1, info: str = "") -> None:
-            p.update(tid, advance=advance, info=info)
-
-        return advance
-
-    def log(self, msg: str) -> None:
-        if self._p is not None:
-            self._p.console.print(msg)
-
-
 def build_facesynth(
     out: Path,
     size: int = 64,
@@ -511,7 +469,7 @@ def build_facesynth(
 
     # One thread: on a shared 2-core machine two torch threads spin-wait on each other and run ~30x
     # slower under load, and a fixed thread count keeps the float results identical across machines.
-    with _torch_threads(1), _Progress(progress) as prog:
+    with _torch_threads(1), ProgressGroup(quiet=not progress) as prog:
         adv = prog.task("reading CelebA faces", len(all_numbers))
         faces: dict[int, np.ndarray] = {}
         for chunk_start in range(0, len(all_numbers), 100):
