@@ -88,6 +88,9 @@ def distill_command(
 
     t = load_model_or_fail(teacher)
     try:
+        import torch
+
+        torch.manual_seed(seed)  # --seed fixes a fresh student's initial weights too
         s = load_student(student, **({"input": input} if input else {}))
         crop = min(s.preprocess.crop, data_crop(data))
         cfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed,
