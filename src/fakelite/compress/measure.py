@@ -1,6 +1,6 @@
 """Before/after numbers for compression reports: parameters, MACs, packed size, CPU latency, accuracy.
 
-MACs are counted with forward hooks on Conv2d/Linear (multiply-accumulates of one image at `size`×`size`),
+MACs are counted with fakelite.quant.cost's forward hooks on Conv2d/Linear (multiply-accumulates of one image at `size`×`size`),
 so they follow the *physical* shapes of a pruned network. Zeros left by unstructured pruning are counted
 too (dense kernels run them); `nonzero_macs` discounts them, for reference. When fakelite.quant.cost exists
 its `model_cost` dict is added under "cost" (BOPs/OPs/storage of quantized models).
@@ -25,38 +25,18 @@ def count_params(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _is_conv(m: nn.Module) -> bool:
-    return isinstance(m, nn.Conv2d)
-
-
-@torch.no_grad()
 def count_macs(model: nn.Module, size: int = 224) -> dict[str, int]:
-    """{"macs": dense MACs of Conv2d + Linear for one size×size image, "nonzero_macs": MACs of non-zero weights}."""
+    """{"macs": dense MACs of Conv2d + Linear for one size×size image (fakelite.quant.cost.layer_macs, so
+    pruned shapes count as they physically are), "nonzero_macs": each layer's MACs scaled by its weight density}."""
+    from fakelite.quant.cost import layer_macs
+
+    mods = dict(model.named_modules())
     totals = {"macs": 0, "nonzero_macs": 0}
-    hooks = []
-
-    def hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
-        w = m.weight
+    for row in layer_macs(model, size):
+        w = mods[row["name"]].weight
         density = float((w != 0).sum()) / max(1, w.numel())
-        if _is_conv(m):
-            per_out = (m.in_channels // m.groups) * int(np.prod(m.kernel_size))
-            macs = int(out.numel() // out.shape[0]) * per_out
-        else:
-            macs = int(out.numel() // out.shape[0]) * m.in_features
-        totals["macs"] += macs
-        totals["nonzero_macs"] += int(round(macs * density))
-
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        model(torch.zeros(1, 3, size, size))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+        totals["macs"] += row["macs"]
+        totals["nonzero_macs"] += int(round(row["macs"] * density))
     return totals
 
 
