@@ -69,3 +69,14 @@ def test_forward_shapes(name):
     m = create_model(name).eval()
     assert m(torch.randn(2, 3, 64, 64)).shape == (2, 1)
     assert m.forward_features(torch.randn(1, 3, 64, 64)).shape == (1, m.feature_dim)
+
+
+def test_numpy_npr_matches_model_npr():
+    # the features/pictures NPR (numpy, HWC) is the model's NPR (torch, NCHW), odd sides trimmed the same way
+    import numpy as np
+
+    from fakelite.data.transforms import npr_image
+
+    img = np.random.default_rng(0).integers(0, 256, (33, 46, 3), dtype=np.uint8)
+    ref = npr(torch.from_numpy(img.astype(np.float64)).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(npr_image(img), ref)

@@ -11,21 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from fakelite.data.transforms import npr_image
+
 __all__ = ["contact_sheet", "npr_residual"]
 
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def npr_residual(rgb: np.ndarray) -> np.ndarray:
-    """NPR(x) = x - up2_nearest(down2_nearest(x)) of a uint8 RGB image, as float in [-255, 255].
-
-    Odd heights/widths are trimmed by one row/column first.
-    """
-    x = rgb.astype(np.float32)
-    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
-    x = x[:h, :w]
-    anchor = x[::2, ::2].repeat(2, axis=0).repeat(2, axis=1)
-    return x - anchor
+    """NPR(x) = x - up2_nearest(down2_nearest(x)) of a uint8 RGB image, as float in [-255, 255]."""
+    return npr_image(rgb).astype(np.float32)
 
 
 def _images(folder: Path, n: int) -> list[np.ndarray]:

@@ -155,6 +155,14 @@ def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
     return img[y : y + size, x : x + size]
 
 
+def npr_image(img: np.ndarray) -> np.ndarray:
+    """NPR of an (H, W, 3) image in numpy: x − up2_nearest(x[::2, ::2]) as float64 in pixel units, odd sides
+    trimmed (the model's `fakelite.models.npr_resnet.npr`, for features and pictures)."""
+    x = img.astype(np.float64)
+    x = x[: x.shape[0] // 2 * 2, : x.shape[1] // 2 * 2]
+    return x - np.repeat(np.repeat(x[::2, ::2], 2, axis=0), 2, axis=1)
+
+
 def to_tensor(img: np.ndarray, pre: Preprocess) -> torch.Tensor:
     """uint8 HWC RGB → normalised float CHW (trimmed to even sides)."""
     h, w = img.shape[:2]

@@ -115,9 +115,9 @@ class NPRExport(nn.Module):
     Detector's preprocessing (`to_tensor`) already trims odd sizes."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from fakelite.models.npr_resnet import NPR_SCALE
+        from fakelite.models.npr_resnet import NPR_SCALE, npr_even
 
-        return (x - F.interpolate(x[..., ::2, ::2], scale_factor=2.0, mode="nearest")) * NPR_SCALE
+        return npr_even(x) * NPR_SCALE
 
 
 def _folded_copy(model: nn.Module) -> nn.Module:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from fakelite.data.transforms import npr_image
+
 FEATURE_GROUPS = {"npr": 15, "fft": 32, "color": 8}
 
 
@@ -32,10 +34,7 @@ def _center_crop_even(img: np.ndarray, crop: int) -> np.ndarray:
 
 def npr_features(img: np.ndarray) -> np.ndarray:
     """15 NPR statistics of an even-sized HxWx3 uint8 image (see module docstring)."""
-    x = img.astype(np.float64) / 255.0
-    anchor = x[::2, ::2]
-    up = np.repeat(np.repeat(anchor, 2, axis=0), 2, axis=1)
-    r = x - up
+    r = npr_image(img) / 255.0
     feats = []
     for dy, dx in ((0, 1), (1, 0), (1, 1)):
         feats.extend(np.abs(r[dy::2, dx::2]).mean(axis=(0, 1)))

@@ -20,11 +20,14 @@ def trim_even(x: torch.Tensor) -> torch.Tensor:
     return x[..., : h - h % 2, : w - w % 2]
 
 
+def npr_even(x: torch.Tensor) -> torch.Tensor:
+    """Neighbouring-pixel residual of an (N, C, H, W) tensor whose H and W are already even (unscaled)."""
+    return x - F.interpolate(x[..., ::2, ::2], scale_factor=2.0, mode="nearest")
+
+
 def npr(x: torch.Tensor) -> torch.Tensor:
     """Neighbouring-pixel residual of an (N, C, H, W) tensor, H and W trimmed to even (unscaled)."""
-    x = trim_even(x)
-    anchor = x[..., ::2, ::2]
-    return x - F.interpolate(anchor, scale_factor=2.0, mode="nearest")
+    return npr_even(trim_even(x))
 
 
 class NPR(nn.Module):
