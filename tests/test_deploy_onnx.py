@@ -6,12 +6,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import randomize_bn
 
 from fakelite.data.folders import labelled_images
 from fakelite.data.io import load_rgb
 from fakelite.data.transforms import eval_transform
-from fakelite.deploy.onnx import export_onnx, op_counts, optimized_op_counts, parity, read_metadata
+from fakelite.deploy.onnx import (
+    INTEGER_KERNELS,
+    ExportConv,
+    export_onnx,
+    op_counts,
+    optimized_op_counts,
+    parity,
+    read_metadata,
+)
 from fakelite.models import create_model
 from fakelite.quant import QuantConfig, calibrate, quantize
 
@@ -55,7 +64,8 @@ def test_integer_export_runs_integer_kernels_and_matches(tiny_data, tmp_path, qu
     ops = op_counts(out)
     n_quant_convs = sum(1 for n, v in rep["layers"].items())
     # every quantized conv is an integer kernel; no float Conv at all (the stem is 8-bit, the fc is a Gemm)
-    assert ops.get("QLinearConv", 0) + ops.get("ConvInteger", 0) == n_quant_convs == 24
+    assert sum(ops.get(k, 0) for k in INTEGER_KERNELS) == n_quant_convs == 24
+    assert ops.get("MatMulIntegerToFloat", 0) > 0  # 1×1 residual producers run as uint8 × int8 GEMMs
     assert "Conv" not in ops
     assert not [v for v in rep["layers"].values() if not v.startswith(("qlinear", "integer"))]
     assert ops.get("QLinearConv", 0) > 0  # uniform inputs: the bottleneck-internal convs fuse into QLinearConv
@@ -75,13 +85,45 @@ def test_integer_export_cqb_and_slr(tiny_data, tmp_path):
     calibrate(m, [x[:8]])
     m.eval()
     rep = export_onnx(m, tmp_path / "s.onnx")
-    floats = [k for k, v in rep["layers"].items() if v.startswith("float")]
-    # SLR's signed base grid has a non-integer zero point: padded 3×3 convs stay float (documented), the rest integer
-    assert all(rep["layers"][k] == "float (non-integer zero point on a padded conv)" for k in floats)
-    assert rep["ops"].get("Conv", 0) == len(floats) < len(rep["layers"])
-    assert rep["ops"].get("ConvInteger", 0) + rep["ops"].get("QLinearConv", 0) == len(rep["layers"]) - len(floats)
+    # SLR's signed base grid has a non-integer zero point: padded 3×3 convs run on the codes with a border-map
+    # bias (a one-input-channel float Conv of ones), so every quantized conv is an integer kernel
+    assert set(rep["layers"].values()) == {"integer"}
+    assert sum(rep["ops"].get(k, 0) for k in INTEGER_KERNELS) == len(rep["layers"])
+    graph = onnx.load(str(tmp_path / "s.onnx")).graph
+    weights = {t.name: t for t in graph.initializer}
+    consts = {n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant"}
+    float_convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert float_convs and all((weights.get(n.input[1]) or consts[n.input[1]]).dims[1] == 1 for n in float_convs)
     p = parity(m, tmp_path / "s.onnx", x)
     assert p["same_decisions"] == p["n"] and p["max_abs_logit_diff"] < 1e-3, p
+
+
+def test_non_integer_zero_point_on_padded_conv_is_exact():
+    """Levels Δ·(k − z) with z non-integer: zero padding is not a code, so the offset's share of the bias depends on
+    how many taps fall inside the image. The integer form (codes conv + border map) equals the float conv."""
+    from fakelite.quant.layers import QuantConv2d
+    from fakelite.quant.quantizers import N2UQAct, make_weight_quantizer
+
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(8, 6, 3, stride=2, padding=1, bias=True)
+    iq = N2UQAct(2, signed=True)
+    layer = QuantConv2d.from_float(conv, make_weight_quantizer("n2uq", 2, conv.weight), iq).eval()
+    x = torch.randn(2, 8, 11, 9)
+    iq.observe(x)
+    with torch.no_grad():
+        iq.offset.fill_(-0.37 * float(iq.delta))  # zero point 0.37: far from an integer
+    exp = ExportConv(layer, "c").eval()
+    assert exp.mode == "integer" and exp.border is not None
+    with torch.no_grad():
+        ref = layer.double()(x.double()).float()
+        layer.float()
+        got = exp(x)
+        # without the border map the edges are off by the offset times the weights that fall outside the image
+        no_border = got - F.conv2d(torch.ones_like(x[:, :1]), exp.border[0], exp.border[1], 2, 1)
+    assert (got - ref).abs().max() < 1e-4
+    interior_bias = exp.border[1] + exp.border[0].sum((1, 2, 3))  # the unpadded fold: off·ΣW everywhere
+    edge = (no_border + interior_bias.reshape(1, -1, 1, 1) - ref).abs()
+    assert edge[..., 0, :].max() > 1e-3 and edge[..., 1:-1, 1:-1].max() < 1e-4
 
 
 def test_fp_static_int8_fuses_to_integer(tiny_fp_model, tiny_data, tmp_path):

@@ -101,15 +101,14 @@ def _cat_shortcuts(m) -> None:
 def _float_emulated_kernels():
     """Swap the ONNX-only autograd.Functions of onnx.py (whose symbolic() writes QLinearConv/ConvInteger) for
     their float emulation, which torch.export can trace: codes and integer accumulators are exact in float32."""
-    import torch.nn.functional as F
+    import torch
 
     from fakelite.deploy import onnx as O
 
+    conv_integer_cls = O._ConvInteger
+
     def conv_integer(xq, key):
-        p = O._PLANS[key]
-        acc = F.conv2d(xq.float() - p["x_zp"], p["codes"].float(), None, tuple(p["stride"]), tuple(p["padding"]),
-                       tuple(p["dilation"]), p["groups"])
-        return acc * p["deq_scale"].reshape(1, -1, 1, 1)
+        return conv_integer_cls.emulate(xq, O._PLANS[key], torch.float32)
 
     class _Act:
         apply = staticmethod(lambda x, key: O._emulate_act(x, O._PLANS[key]))
