@@ -77,6 +77,29 @@ def test_integer_export_runs_integer_kernels_and_matches(tiny_data, tmp_path, qu
     assert p["max_abs_logit_diff"] < 1e-3, p  # strict: the same integer codes as the fake-quant model
 
 
+@pytest.mark.parametrize("quantizer,bits,cqb", [("lsq", 4, False), ("slr-n2uq", 2, True)])
+def test_integer_graph_reproduces_its_torch_deploy_form(tiny_data, tmp_path, quantizer, bits, cqb):
+    """ORT runs the same arithmetic as `integer_module` in PyTorch (exact accumulators, QLinearConv's float32
+    requantization, the same epilogues): logits agree to float rounding, not just decisions — also in fast mode,
+    where QLinearConv biases may round (the torch form rounds them the same way)."""
+    import onnxruntime as ort
+
+    from fakelite.deploy.onnx import integer_module
+
+    torch.manual_seed(2)
+    m = quantize(_random_bn(create_model("npr_resnet23"), 2),
+                 QuantConfig(w_bits=bits, a_bits=bits, quantizer=quantizer, cqb=cqb, probe_size=32))
+    x = _images(tiny_data, 10)
+    calibrate(m, [x[:8]])
+    m.eval()
+    export_onnx(m, tmp_path / "q.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = integer_module(m)(x).numpy()
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert np.abs(ref - got).max() < 1e-4
+
+
 def test_integer_export_cqb_and_slr(tiny_data, tmp_path):
     torch.manual_seed(1)
     m = quantize(_random_bn(create_model("npr_resnet23"), 1),

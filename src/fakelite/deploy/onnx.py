@@ -254,16 +254,20 @@ class _QLinearConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xq: torch.Tensor, key: int) -> torch.Tensor:  # noqa: D102
         with _no_trace():
-            return _QLinearConv.emulate(xq.detach().clone(), _PLANS[key])
+            return _QLinearConv.emulate(xq.detach(), _PLANS[key], torch.float64)
 
     @staticmethod
-    def emulate(xq: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:  # noqa: D102
-        x = (xq.float() - p["x_zp"]) * p["x_scale"]
-        w = p["codes"].float() * p["w_scale"].reshape(-1, 1, 1, 1)
-        y = F.conv2d(x, w, p["bias_q"].float() * p["x_scale"] * p["w_scale"], tuple(p["stride"]), tuple(p["padding"]),
-                     tuple(p["dilation"]), p["groups"])
-        q = torch.clamp(torch.round(y / p["y_scale"]) + p["y_zp"], p["clip_lo"], p["clip_hi"])
-        return q.to(torch.uint8)
+    def emulate(xq: torch.Tensor, p: dict[str, Any], acc_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """ONNX Runtime's arithmetic: exact int32 accumulator + int32 bias, times the float32 requantization scale
+        x_scale·w_scale/y_scale (computed in float32, in that order), rounded half to even, + zero point, clipped.
+        float64 accumulation is exact for any int8 layer; float32 (for torch.export) while sums stay below 2²⁴."""
+        acc = F.conv2d(xq.to(acc_dtype) - p["x_zp"], p["codes"].to(acc_dtype), None, tuple(p["stride"]),
+                       tuple(p["padding"]), tuple(p["dilation"]), p["groups"])
+        acc = acc + p["bias_q"].to(acc_dtype).reshape(1, -1, 1, 1)
+        scale = (torch.tensor(p["x_scale"], dtype=torch.float32) * p["w_scale"].float()) / torch.tensor(
+            p["y_scale"], dtype=torch.float32)
+        q = torch.round(acc.float() * scale.reshape(1, -1, 1, 1)) + p["y_zp"]
+        return torch.clamp(q, p["clip_lo"], p["clip_hi"]).to(torch.uint8)
 
     @staticmethod
     def symbolic(g, xq, key: int):  # noqa: D102
