@@ -165,8 +165,17 @@ def calibrate_defakeq(student: nn.Module, teacher: nn.Module | None, batches: li
     """Run the progressive contrastive calibration in place; returns a history/summary dict.
 
     The student must already be quantized and PTQ-initialised (`quant.calibrate`). Afterwards VEFT rows are
-    frozen back into their integer codes and every parameter's requires_grad is restored to True.
+    frozen back into their integer codes and every parameter's requires_grad is restored to True. Runs with
+    torch's deterministic algorithms on, as training does (`train.loop.deterministic_algorithms`).
     """
+    from fakelite.train.loop import deterministic_algorithms
+
+    with deterministic_algorithms():
+        return _calibrate(student, teacher, batches, cfg, cache, quiet)
+
+
+def _calibrate(student: nn.Module, teacher: nn.Module | None, batches: list, cfg: CalibConfig | None,
+               cache: TeacherCache | None, quiet: bool) -> dict[str, Any]:
     from .veft import freeze
 
     cfg = cfg or CalibConfig()
