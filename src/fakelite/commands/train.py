@@ -71,7 +71,8 @@ def train_command(
 
 
 def eval_command(
-    model: Annotated[Path, typer.Option("--model", help="A .fakelite file")],
+    model: Annotated[Path, typer.Option("--model", help="A .fakelite file, or an exported .onnx/.tflite (scored "
+                                                        "by its runtime: the deployed file itself)")],
     data: Annotated[Path, typer.Option("--data", help="Root holding one or many test sets (0_real/1_fake)")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write ROC/PR curves and confusion matrices (PNG) here")] = None,
@@ -82,6 +83,8 @@ def eval_command(
     """Acc/AP/AUC/EER on every test set under --data, plus the mean.
 
     Example: fakelite eval --model runs/fp/model.fakelite --data runs/demo/data/test --json eval.json --plots plots/
+
+    Example (the exported integer graph, in ONNX Runtime): fakelite eval --model q.onnx --data runs/demo/data/test
     """
     import torch
 
@@ -90,7 +93,16 @@ def eval_command(
 
     if threads:
         torch.set_num_threads(threads)
-    m = load_model_or_fail(model)
+    if model.suffix.lower() in (".onnx", ".tflite"):  # the deployed file itself, through its runtime
+        from fakelite.artifact import ArtifactError
+        from fakelite.deploy.runtime import Detector
+
+        try:
+            m = Detector.load(model, threads=threads).as_module()
+        except ArtifactError as e:
+            fail(str(e))
+    else:
+        m = load_model_or_fail(model)
     try:
         result = evaluate(m, data, batch_size=batch_size, quiet=quiet, keep_scores=plots is not None)
     except FileNotFoundError as e:

@@ -215,6 +215,23 @@ class Detector:
         with self._lock:
             return self._run(batch)
 
+    def as_module(self):
+        """This detector as a torch module (logits of preprocessed batches, `.preprocess`, `.threshold`), so the
+        evaluation code scores the deployed file itself: `fakelite eval --model model.onnx` measures what runs."""
+        import torch
+
+        det = self
+
+        class _Deployed(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.preprocess, self.threshold, self.header = det.preprocess, det.threshold, det.header
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return torch.from_numpy(det.logits(x.detach().cpu().numpy()).astype(np.float32)).reshape(-1, 1)
+
+        return _Deployed().eval()
+
     def _logits_of(self, tensors: list[np.ndarray]) -> np.ndarray:
         out = np.empty(len(tensors), dtype=np.float64)
         groups: dict[tuple[int, ...], list[int]] = {}
