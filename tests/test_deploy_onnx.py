@@ -198,3 +198,32 @@ def test_eval_scores_the_exported_file_itself(tiny_data, tmp_path):
         assert a["n"] == b["n"] > 0 and a["acc"] == b["acc"] and abs(a["auc"] - b["auc"]) < 1e-6
     r = runner.invoke(app, ["eval", "--model", str(tmp_path / "missing.onnx"), "--data", str(tiny_data / "test")])
     assert r.exit_code != 0 and "missing.onnx" in r.output
+
+
+def test_exact_requant_moves_the_multiplier_where_no_integer_bias_is_exact():
+    """QLinearConv adds an int32 bias; where no (code multiplier K, integer bias) decides every code like the float
+    bias at the true multiplier, a nearby multiplier (QLinearConv's weight scale is free) usually does. Checked
+    here independently of the function's own check: every reachable accumulator, ORT's float32 arithmetic."""
+    from fakelite.deploy.onnx import exact_int_bias, exact_requant
+
+    rng = np.random.default_rng(0)
+    failed = rescued = 0
+    sx, sy, zy, qmax, span, kmax = 0.05, 1.0, 0, 15, 2000, 2
+    for _ in range(400):
+        b, m = float(rng.uniform(-40, 40)), float(rng.uniform(0.003, 0.03))
+        _, _, exact = exact_int_bias(torch.tensor([b]), torch.tensor([m * sy]), sy, torch.tensor([kmax]), zy, qmax)
+        if bool(exact[0]):
+            continue
+        failed += 1
+        found = exact_requant(b, m, kmax, zy, qmax, span, sx, sy)
+        if found is None:
+            continue
+        rescued += 1
+        k, bias, ws = found
+        a = torch.arange(-span, span + 1, dtype=torch.float64)
+        ref = torch.clamp(torch.round((a + b) * m) + zy, zy, qmax)
+        scale = (torch.tensor(sx, dtype=torch.float32) * torch.tensor(ws, dtype=torch.float32)) / torch.tensor(
+            sy, dtype=torch.float32)
+        got = torch.clamp(torch.round((k * a + bias).float() * scale) + zy, zy, qmax)
+        assert torch.equal(got.double(), ref), (b, m, found)
+    assert failed > 20 and rescued > failed // 3, (failed, rescued)  # here 160 of 286; trained models: all

@@ -451,10 +451,20 @@ class ExportConv(nn.Module):
         zy, qmax = int(cp["zp"]), int(cp["qmax"])
         cmax = self.codes.abs().reshape(self.codes.shape[0], -1).amax(1).clamp_min(1)
         kmax = (127 // cmax).clamp_min(1)
-        k, bias_q, exact = exact_int_bias(self.bias_total / (sx * self.w_scale_total), sx * self.w_scale_total,
-                                          float(cp["scale"]), kmax, zy, qmax)
-        codes = self.codes * k.reshape(-1, 1, 1, 1).to(torch.int32)
+        sy = float(cp["scale"])
+        b_units = self.bias_total / (sx * self.w_scale_total)
+        k, bias_q, exact = exact_int_bias(b_units, sx * self.w_scale_total, sy, kmax, zy, qmax)
         w_scale = self.w_scale_total / k.double()
+        if relu:  # channels whose bias would round: also move the requantization multiplier (exact_requant)
+            x_span = max(self.in_zp_int, int(self.in_plan["qmax"]) - self.in_zp_int)
+            sums = self.codes.abs().reshape(self.codes.shape[0], -1).sum(1)
+            for c in torch.nonzero(~exact).reshape(-1).tolist():
+                found = exact_requant(float(b_units[c]), float(sx * self.w_scale_total[c] / sy), int(kmax[c]), zy,
+                                      qmax, x_span * int(sums[c]), float(sx), sy)
+                if found is not None:
+                    k[c], bias_q[c], w_scale[c] = found
+                    exact[c] = True
+        codes = self.codes * k.reshape(-1, 1, 1, 1).to(torch.int32)
         w_u8 = 2 * self.in_plan["qmax"] * int(codes.abs().max()) > 32767  # u8×s8 pair sums could saturate (AVX2)
         self.mode = "qlinear"
         self.inexact_channels = int((~exact).sum())
@@ -549,6 +559,43 @@ def exact_int_bias(b_float: torch.Tensor, sx_sw: torch.Tensor, y_scale: float, k
         if done.all():
             break
     return k_out, b_out.clamp(-(2**31), 2**31 - 1).to(torch.int32), done
+
+
+def exact_requant(b: float, m: float, kmax: int, zy: int, qmax: int, span: int, sx: float, sy: float
+                  ) -> tuple[int, int, float] | None:
+    """One channel's (K, integer bias B, QLinearConv weight scale) deciding every output code as the float model,
+    when no integer bias does so at the true multiplier (`exact_int_bias` failed).
+
+    Reference: code(a) = clip(round((a + b)·m) + zy, zy, qmax) over the reachable accumulators a ∈ [−span, span]
+    (m = x_scale·w_scale/y_scale; ReLU clips at zy). Code j+1 starts at the integer N_j = ⌈(j − zy + ½)/m − b⌉.
+    QLinearConv computes round((K·a + B)·m′) + zy; it starts code j+1 at ⌈((j − zy + ½)·u − B)/K⌉ with u = 1/m′,
+    so for each boundary u must lie in ((K(N_j − 1) + B)/(j − zy + ½), (K·N_j + B)/(j − zy + ½)] — boundaries
+    beyond the reachable range only need to stay beyond it. The multiplier is free (QLinearConv only ever uses
+    x_scale·w_scale/y_scale), so for K ≤ kmax and B near b·K the middle of the intersection, if any, is taken and
+    then checked on every reachable accumulator in ONNX Runtime's float32 arithmetic. None if nothing passes.
+    """
+    a = np.arange(-span, span + 1, dtype=np.float64)
+    ref = np.clip(np.rint((a + b) * m) + zy, zy, qmax)
+    js = np.arange(zy, qmax, dtype=np.float64)
+    half = js - zy + 0.5
+    n = np.ceil(half / m - b)
+    for k in range(int(kmax), 0, -1):
+        lo_b = np.where(n > span, (k * span + 0.0), k * (n - 1))  # beyond the top: stay beyond it
+        hi_b = np.where(n <= -span, -k * span + 0.0, k * n)  # below the bottom: stay below it
+        b0 = int(round(b * k))
+        for db in (0, -1, 1, -2, 2, -3, 3):
+            bb = b0 + db
+            lo = float(np.max((lo_b + bb) / half))
+            hi = float(np.min((hi_b + bb) / half))
+            if not lo < hi:
+                continue
+            ws = np.float32((1.0 / ((lo + hi) / 2)) * sy / sx)
+            m32 = (np.float32(sx) * ws) / np.float32(sy)  # ORT: x_scale * w_scale / y_scale, in float32
+            acc = (k * a + bb).astype(np.float32)
+            got = np.clip(np.rint(acc * m32) + zy, zy, qmax)
+            if np.array_equal(got, ref):
+                return k, bb, float(ws)
+    return None
 
 
 class _ThresholdAct(nn.Module):
