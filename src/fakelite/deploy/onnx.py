@@ -10,16 +10,19 @@ Three kinds of export (see docs/deploy.md for the design and the measurements):
 * **integer** (quantized models) — each quantized conv becomes an integer kernel with its weights baked as
   integer initializers (never a float Conv behind Q/DQ):
     - the input quantizer becomes a `QuantizeLinear` to uint8 codes (uniform kinds: MinMax/percentile/LSQ/LSQ+,
-      preceded by a float `Clip` at the b-bit range so a ≤7-bit grid is represented exactly in the uint8
-      container) or a threshold count Σ[x ≥ tᵢ] (N2UQ, SLR: non-uniform input thresholds, uniform output
-      levels Δ·(k − z), so the code k is an exact integer input);
+      then an integer `Clip` on the codes so a ≤7-bit grid is represented exactly in the uint8 container) or a
+      threshold count #{tᵢ ≤ x} (N2UQ, SLR: non-uniform input thresholds, uniform output levels Δ·(k − z), so
+      the code k is an exact integer input; a non-integer z becomes a bias, a border *map* on padded convs);
     - `QLinearConv` (uint8 × int8, requantized straight to the next layer's codes) where a conv's output goes,
       through its folded BN and ReLU, only into the next quantized conv's uniform input quantizer (inside the
-      residual blocks): the requantization *is* the next quantizer (ReLU = clip at its zero point);
-    - `ConvInteger` (uint8 × uint8 codes+128) → exact int32 accumulator → per-channel float rescale where the
-      result must stay float (the residual sum, CQB shortcuts, threshold-kind consumers, the stem).
-  Layers that have no exact integer form (binary RSign inputs on padded convs; N2UQ signed inputs with a
-  non-integer zero point on padded convs) run as their fake-quant float computation; `export_report` lists them.
+      residual blocks): the requantization *is* the next quantizer (ReLU = clip at its zero point); its int32
+      bias and multiplier are chosen so every code is decided as by the float bias (`exact_int_bias`,
+      `exact_requant`);
+    - where the result must stay float (the residual sum, CQB shortcuts, threshold-kind consumers, the stem): an
+      exact int32 accumulator, rescaled per channel — `MatMulIntegerToFloat` for 1×1 convs, `ConvInteger`
+      (uint8 × uint8 codes+128) → `DequantizeLinear` for k×k.
+  Only binary (RSign) inputs on padded convs have no exact integer form; they run as their fake-quant float
+  computation and `layer_modes` reports them.
 * **int8-static** (FP models) — onnxruntime.quantization.quantize_static, QDQ, S8S8, per-channel, calibrated
   on real images; ORT fuses the QDQ groups into integer kernels at load.
 """
