@@ -1,7 +1,7 @@
 """`fakelite demo`: the main job on built-in data — build FaceSynth, train the NPR detector in full
 precision, evaluate it on every FaceSynth test set and print the table; then quantize it twice — to W2A2 with QMDD's
-method (NPR + CQB + SLR: the smallest, most accurate low-bit model) and to W4A4 LSQ (the model whose integer graph
-runs fastest on a CPU) — export both integer ONNX graphs, check parity and time them next to FP32."""
+method (NPR + CQB + SLR: the smallest file) and to W4A4 LSQ (the model whose integer graph runs fastest on a
+CPU) — export both integer ONNX graphs, check parity and time them next to FP32."""
 
 from __future__ import annotations
 
