@@ -53,14 +53,17 @@ def _f64_accumulation():
         QuantConv2d.forward = original
 
 
-def _images(model, data: Path):
+def load_images(model, data: Path):
+    """Every image under `data` (fakelite's image listing), preprocessed for `model`; unreadable files are named on
+    stderr and skipped. Returns (N, 3, H, W) tensor, relative names."""
     import torch
 
+    from fakelite.data.folders import list_images
     from fakelite.data.io import BadInput, load_rgb
     from fakelite.data.transforms import eval_transform
 
     xs, names = [], []
-    for f in sorted(p for p in data.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}):
+    for f in list_images(data):
         try:
             xs.append(eval_transform(load_rgb(f), model.preprocess))
             names.append(str(f.relative_to(data)))
@@ -100,7 +103,7 @@ def run(model_path: Path, data: Path) -> dict:
 
     torch.set_num_threads(2)
     m = load(model_path).eval()
-    x, names = _images(m, data)
+    x, names = load_images(m, data)
     thr = float(getattr(m, "threshold", 0.5))
     lt = float(np.log(thr / (1 - thr)))
     f32 = _logits(m, x)

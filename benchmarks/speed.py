@@ -55,21 +55,13 @@ def _video_fps(model: Path, face_detector: str, frames: int = 32, threads: int =
 
 
 def _parity(model_path: Path, onnx_path: Path, data: Path) -> dict:
-    import torch
+    from parity import load_images  # benchmarks/parity.py (this folder is on sys.path when run as a script)
 
     from fakelite.artifact import load
-    from fakelite.data.io import BadInput, load_rgb
-    from fakelite.data.transforms import eval_transform
     from fakelite.deploy.onnx import parity
 
     m = load(model_path)
-    xs = []
-    for f in sorted(p for p in data.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}):
-        try:
-            xs.append(eval_transform(load_rgb(f), m.preprocess))
-        except BadInput as e:
-            print(f"skipped {e}", file=sys.stderr)
-    return parity(m, onnx_path, torch.stack(xs))
+    return parity(m, onnx_path, load_images(m, data)[0])
 
 
 def main() -> None:

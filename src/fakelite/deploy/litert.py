@@ -105,24 +105,19 @@ def _float_emulated_kernels():
 
     from fakelite.deploy import onnx as O
 
-    conv_integer_cls = O._ConvInteger
-
-    def conv_integer(xq, key):
-        return conv_integer_cls.emulate(xq, O._PLANS[key], torch.float32)
+    saved = (O._QuantAct, O._QLinearConv, O._ConvInteger)
+    ql_cls, ci_cls = saved[1], saved[2]
 
     class _Act:
         apply = staticmethod(lambda x, key: O._emulate_act(x, O._PLANS[key]))
 
-    class _QL:
-        apply = staticmethod(lambda xq, key: O._QLinearConv.emulate(xq, O._PLANS[key]))
-
     class _CI:
-        apply = staticmethod(conv_integer)
+        apply = staticmethod(lambda xq, key: ci_cls.emulate(xq, O._PLANS[key], torch.float32))
 
-    saved = (O._QuantAct, O._QLinearConv, O._ConvInteger)
     O._QuantAct, O._ConvInteger = _Act, _CI
-    ql_cls = saved[1]
-    O._QLinearConv = type("_QLinearConvEmulated", (), {"apply": _QL.apply, "emulate": ql_cls.emulate})
+    O._QLinearConv = type("_QLinearConvEmulated", (), {
+        "apply": staticmethod(lambda xq, key: ql_cls.emulate(xq, O._PLANS[key], torch.float32)),
+        "emulate": ql_cls.emulate})
     try:
         yield
     finally:

@@ -251,6 +251,13 @@ def _conv_attrs(p: dict[str, Any]) -> dict[str, Any]:
             "dilations_i": p["dilation"], "group_i": p["groups"]}
 
 
+def _integer_accumulator(xq: torch.Tensor, p: dict[str, Any], dtype: torch.dtype) -> torch.Tensor:
+    """Σ (x_code − x_zp)·w_code of an integer conv plan, exact: float64 for any int8 layer; float32 (what
+    torch.export can lower) while the sums stay below 2²⁴."""
+    return F.conv2d(xq.to(dtype) - p["x_zp"], p["codes"].to(dtype), None, tuple(p["stride"]), tuple(p["padding"]),
+                    tuple(p["dilation"]), p["groups"])
+
+
 class _QLinearConv(torch.autograd.Function):
     """uint8 codes → QLinearConv → uint8 codes of the consumer's quantizer (+ integer Clip for ReLU/low bits)."""
 
@@ -260,13 +267,10 @@ class _QLinearConv(torch.autograd.Function):
             return _QLinearConv.emulate(xq.detach(), _PLANS[key], torch.float64)
 
     @staticmethod
-    def emulate(xq: torch.Tensor, p: dict[str, Any], acc_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def emulate(xq: torch.Tensor, p: dict[str, Any], acc_dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """ONNX Runtime's arithmetic: exact int32 accumulator + int32 bias, times the float32 requantization scale
-        x_scale·w_scale/y_scale (computed in float32, in that order), rounded half to even, + zero point, clipped.
-        float64 accumulation is exact for any int8 layer; float32 (for torch.export) while sums stay below 2²⁴."""
-        acc = F.conv2d(xq.to(acc_dtype) - p["x_zp"], p["codes"].to(acc_dtype), None, tuple(p["stride"]),
-                       tuple(p["padding"]), tuple(p["dilation"]), p["groups"])
-        acc = acc + p["bias_q"].to(acc_dtype).reshape(1, -1, 1, 1)
+        x_scale·w_scale/y_scale (computed in float32, in that order), rounded half to even, + zero point, clipped."""
+        acc = _integer_accumulator(xq, p, acc_dtype) + p["bias_q"].to(acc_dtype).reshape(1, -1, 1, 1)
         scale = (torch.tensor(p["x_scale"], dtype=torch.float32) * p["w_scale"].float()) / torch.tensor(
             p["y_scale"], dtype=torch.float32)
         q = torch.round(acc.float() * scale.reshape(1, -1, 1, 1)) + p["y_zp"]
@@ -307,10 +311,8 @@ class _ConvInteger(torch.autograd.Function):
 
     @staticmethod
     def emulate(xq: torch.Tensor, p: dict[str, Any], acc_dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The kernel in torch ops: the accumulator is exact (float64; float32 while sums stay below 2²⁴)."""
-        acc = F.conv2d(xq.to(acc_dtype) - p["x_zp"], p["codes"].to(acc_dtype), None, tuple(p["stride"]),
-                       tuple(p["padding"]), tuple(p["dilation"]), p["groups"]).float()
-        y = acc * p["deq_scale"].reshape(1, -1, 1, 1)
+        """The kernel in torch ops: exact accumulator, then scale and bias in float32 as DequantizeLinear + Add."""
+        y = _integer_accumulator(xq, p, acc_dtype).float() * p["deq_scale"].reshape(1, -1, 1, 1)
         return y if p["bias"] is None else y + p["bias"].reshape(1, -1, 1, 1)
 
     @staticmethod
