@@ -79,6 +79,8 @@ FACESWAP_SOURCE = "pixelshuffle"
 #: Split by CelebA file number (inclusive ranges).
 SPLITS: dict[str, tuple[int, int]] = {"train": (1, 600), "val": (601, 700), "test": (701, 999)}
 QUICK_COUNTS = {"train": 32, "val": 12, "test": 12}
+#: Generator weights shipped with the package (the default build's, named by their cache key).
+SHIPPED_DIR = Path(__file__).parent / "generator_weights"
 
 
 class FaceSynthError(RuntimeError):
@@ -416,6 +418,7 @@ def build_facesynth(
     steps: int | None = None,
     blend: float = 1.0,
     seen: str = SEEN_FAMILY,
+    retrain_generators: bool = False,
 ) -> dict:
     """Build the FaceSynth benchmark under ``out`` and return its summary (also in ``out/summary.json``).
 
@@ -423,6 +426,9 @@ def build_facesynth(
     Calibration knobs (keyword-only): ``width`` / ``steps`` of the generators (wider and longer-trained
     generators make cleaner fakes, whose only tell is the up-sampling trace), ``blend`` the peak
     opacity of the ``faceswap`` paste, ``seen`` the family used for train/val fakes.
+    The generators of the default build (size 64, seed 0, full config) ship inside the package
+    (``SHIPPED_DIR``), so that build takes seconds and gives the same PNGs on every CPU;
+    ``retrain_generators`` trains them again (into the cache).
 
     Example::
 
@@ -484,8 +490,11 @@ def build_facesynth(
         for fam in SR_FAMILIES:
             key = _cache_key(fam, size, seed, quick, cfg)
             path = cache_dir / "generators" / f"{key}.safetensors"
+            shipped = SHIPPED_DIR / f"{key}.safetensors"
+            if shipped.exists() and not retrain_generators:
+                path = shipped  # the default build's generators ship with the package: same files on every CPU
             t1 = time.perf_counter()
-            model = _load_generator(path, fam, cfg) if path.exists() else None
+            model = _load_generator(path, fam, cfg) if path.exists() and not retrain_generators else None
             cached = model is not None
             if model is None:
                 adv = prog.task(f"training {fam}", cfg.steps)
