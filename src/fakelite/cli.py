@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Datasets: build the FaceSynth benchmark, split folders.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: build the FaceSynth and WildSynth benchmarks, split folders.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 app.command("train")(train_cmds.train_command)
@@ -45,6 +45,7 @@ def _register_optional() -> None:
     from fakelite.commands import serve as serve_cmds
 
     data_app.command("synth")(data_synth.synth_command)
+    data_app.command("wild")(data_synth.wild_command)
     app.command("quantize")(quant.quantize_command)
     app.command("cost")(quant.cost_command)
     app.command("ablation")(ablation.ablation_command)

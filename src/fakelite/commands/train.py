@@ -25,6 +25,8 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out")] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap steps per epoch (quick runs)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, or cuda to train on a GPU (the saved model is the "
+                                        "same format either way)")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
 ) -> None:
     """Train a full-precision detector.
@@ -42,7 +44,8 @@ def train_command(
     try:
         cfg_dict = parse_recipe(recipe) if recipe else {}
         overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                                max_steps_per_epoch=max_steps, threads=threads, quiet=quiet).items()
+                                                max_steps_per_epoch=max_steps, threads=threads, quiet=quiet,
+                                                device=device).items()
                      if v is not None}
         cfg = TrainConfig.from_dict({**cfg_dict.get("train", {}), **({"augment": cfg_dict["augment"]} if "augment" in cfg_dict else {}), **overrides})
         torch.manual_seed(seed)  # --seed fixes the initial weights too, not only data order and augmentation

@@ -20,6 +20,7 @@ def predict_dataset(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
                     progress: Iterable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores (sigmoid of the logit), labels and dataset indices of every decodable item."""
     model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     scores, labels, index = [], [], []
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     for batch in loader:
@@ -27,10 +28,10 @@ def predict_dataset(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
             continue
         x, y, i = batch
         if isinstance(x, list):  # mixed sizes: run each shape group
-            logits = torch.cat([model(xi.unsqueeze(0)) for xi in x])
+            logits = torch.cat([model(xi.unsqueeze(0).to(device)) for xi in x])
         else:
-            logits = model(x)
-        scores.append(torch.sigmoid(logits.float().view(-1)))
+            logits = model(x.to(device))
+        scores.append(torch.sigmoid(logits.float().view(-1)).cpu())
         labels.append(y)
         index.append(i)
         if progress is not None:

@@ -81,6 +81,7 @@ def run_quantization(
     freeze_cqb_alpha: bool = False,
     resume: bool = False,
     grad_clip: float | None = None,
+    device: str = "cpu",
 ) -> tuple[nn.Module, dict]:
     """Quantize a copy of `fp_model` with `qcfg`, calibrate it, train it `epochs` epochs (none with `ptq`), and
     write OUT/model.fakelite + OUT/metrics.json (with `cost`). Returns (student, metrics).
@@ -91,7 +92,8 @@ def run_quantization(
     OUT/checkpoint.safetensors (an interrupted QAT with the same settings) instead of epoch 0. `grad_clip`: cap
     every parameter's gradient at this L2 norm (per tensor) and zero non-finite ones — low-bit nets (W1A1 above
     all: a binarised layer whose outputs are constant over the batch gives BN a zero variance) can blow gradients up
-    to inf, which poisons Adam's moments; metrics["grad_guard"] counts how often it acted.
+    to inf, which poisons Adam's moments; metrics["grad_guard"] counts how often it acted. `device`: "cuda" runs
+    the QAT steps on a GPU (calibration and the saved model stay on the CPU).
     Raises ValueError (an already-quantized model, no usable calibration images) and FileNotFoundError (no DATA/train).
     """
     from fakelite.data.dataset import calibration_batches
@@ -124,7 +126,7 @@ def run_quantization(
     scale = (0.1 if is_n2uq_like(qcfg) else 1.0) if quant_lr_scale is None else float(quant_lr_scale)
     cfg = TrainConfig(epochs=0 if ptq else int(epochs), batch_size=batch_size, lr=lr, seed=seed, crop=crop,
                       lr_schedule=lr_schedule, kd_weight=kd_weight if teacher_kd else 0.0,
-                      max_steps_per_epoch=max_steps, threads=threads, quiet=quiet)
+                      max_steps_per_epoch=max_steps, threads=threads, quiet=quiet, device=device)
     prov: dict[str, Any] = {"mode": "ptq" if ptq else "qat", "quant": qcfg.to_dict(),
                             "calib_images": sum(len(b[1]) for b in batches), "quant_lr_scale": scale,
                             "teacher_kd": bool(teacher_kd and not ptq), "freeze_cqb_alpha": freeze_cqb_alpha,

