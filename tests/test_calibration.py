@@ -131,3 +131,16 @@ def test_threshold_command_errors(tiny_fp_model, tmp_path):
     r = runner.invoke(app, ["threshold", "--model", str(tiny_fp_model[1]), "--real", str(tmp_path),
                             "--target-fpr", "2", "--out", str(tmp_path / "x.fakelite")])
     assert r.exit_code == 2
+
+
+def test_quantize_stores_policy_and_target_fpr_threshold(tiny_fp_model, tiny_data, tmp_path):
+    out = tmp_path / "q"
+    r = runner.invoke(app, ["quantize", "--model", str(tiny_fp_model[1]), "--data", str(tiny_data), "--out", str(out),
+                            "--ptq", "--w-bits", "4", "--a-bits", "4", "--quantizer", "lsq", "--calib", "16",
+                            "--policy", "tiles", "--target-fpr", "0.25", "--quiet"])
+    assert r.exit_code == 0, r.output
+    m = fakelite.load(out / "model.fakelite")
+    assert m.preprocess.policy == "tiles" and m.fakelite_quant is not None
+    src = m.threshold_source
+    assert (src["method"], src["target_fpr"], src["policy"], src["n_real"]) == ("target_fpr", 0.25, "tiles", 8)
+    assert src["fpr"] <= 0.25 and json.loads((out / "metrics.json").read_text())["threshold"] == m.threshold
