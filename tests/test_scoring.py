@@ -194,3 +194,18 @@ def test_cli_policy_override_and_bad_name(tiles_model, tmp_path, tiny_data):
                             "--check", "0"])
     assert r.exit_code == 0, r.output
     assert Detector.load(out).preprocess.policy == "resize256"
+
+
+def test_train_with_tiles_policy(tiny_data, tmp_path):
+    """--policy tiles is stored; validation and the target-FPR threshold score every tile (2x2 at crop 16), while
+    BN recomputation takes one crop per image."""
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+                            "--crop", "16", "--policy", "tiles", "--aggregate", "max", "--quiet"])
+    assert r.exit_code == 0, r.output
+    m = fakelite.load(out / "model.fakelite")
+    assert (m.preprocess.policy, m.preprocess.aggregate, m.preprocess.crop) == ("tiles", "max", 16)
+    assert m.threshold_source["policy"] == "tiles"
+    det = Detector.load(out / "model.fakelite")
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert det.crops(img).shape == (4, 3, 16, 16)

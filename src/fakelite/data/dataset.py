@@ -18,7 +18,7 @@ from fakelite.models.registry import Preprocess
 
 from .folders import labelled_images, split_dir
 from .io import BadInput, load_rgb
-from .transforms import AugmentConfig, eval_tensors, eval_transform, train_transform
+from .transforms import AugmentConfig, eval_tensors, eval_transform, single_crop, train_transform
 
 log = logging.getLogger("fakelite.data")
 
@@ -150,9 +150,7 @@ def calibration_batches(root: str | Path, preprocess: Preprocess, n: int = 256, 
     for a, b in zip(real, fake, strict=False):
         take += [a, b]
     take += real[len(fake):] + fake[len(real):]
-    # one crop per image (calibration statistics): "tiles" contributes its centre crop
-    ds = ImageDataset([items[i] for i in take], preprocess.with_scoring(
-        policy="center" if preprocess.policy == "tiles" else None), train=False)
+    ds = ImageDataset([items[i] for i in take], single_crop(preprocess), train=False)  # one crop per image
     out, xs, ys = [], [], []
     for i in range(len(ds)):
         if len(xs) + sum(len(b[1]) for b in out) >= n:

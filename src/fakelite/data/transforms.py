@@ -241,6 +241,12 @@ def aggregate_logits(logits, pre: Preprocess) -> float:
     return float(z.mean())
 
 
+def single_crop(pre: Preprocess) -> Preprocess:
+    """`pre` with "tiles" replaced by "center": for consumers that need one (3, H, W) tensor per image
+    (calibration statistics, BN recomputation, parity samples); other policies are returned unchanged."""
+    return pre.with_scoring(policy="center") if pre.policy == "tiles" else pre
+
+
 def eval_transform(img: np.ndarray, pre: Preprocess) -> torch.Tensor:
     """One normalised (3, H, W) tensor: the single crop of "center"/"resize256"; for "tiles" the centre crop (use
     `eval_tensors` to get every tile)."""
