@@ -23,6 +23,9 @@ def test_train_writes_artifact_metrics_and_curves(tiny_data, tmp_path):
     m = fakelite.load(out / "model.fakelite")
     assert m.preprocess.crop == 32  # capped by the data's image size, no resize
     assert m.threshold == metrics["threshold"] and m.provenance["epochs"] == 2
+    # --target-fpr 0.05 (default): chosen on val/0_real, and the artifact says so (docs/scoring.md)
+    assert m.threshold_source["method"] == "target_fpr" and m.threshold_source["n_real"] == 8
+    assert metrics["threshold_source"] == m.threshold_source and 0 < metrics["threshold_youden"] < 1
 
 
 def test_eval_json_shape(tiny_fp_model, tiny_data, tmp_path):

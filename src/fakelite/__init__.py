@@ -14,11 +14,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fakelite.artifact import load, save
+from fakelite.artifact import save
 from fakelite.models import create_model, list_models
 
 __version__ = "0.1.0"
 __all__ = ["Detector", "QuantConfig", "create_model", "list_models", "load", "quantize", "save"]
+
+
+def load(path) -> Any:
+    """Load a .fakelite file, or a packaged model by name ("default", "default-w4a4", "default-w2a2"), into an
+    eval-mode model carrying preprocess, threshold and metadata (fakelite.artifact.load). ArtifactError (one line
+    naming the file) on any problem, including a packaged model that is not installed."""
+    from fakelite.artifact import load as _load
+    from fakelite.packaged import resolve_model
+
+    return _load(resolve_model(path))
 
 
 def quantize(model, config) -> Any:

@@ -1,7 +1,7 @@
 """The .fakelite artifact: one safetensors file, a JSON metadata header, no pickle anywhere.
 
 Header (safetensors metadata key "fakelite", a JSON string):
-  format_version, arch {name, kwargs}, preprocess {...}, threshold, quant (null or the quantization config and
+  format_version, arch {name, kwargs}, preprocess {...}, threshold, threshold_source, temperature, quant (null or the quantization config and
   per-layer plan, written by fakelite.quant), packing (how low-bit tensors were packed), provenance {...},
   metrics {...}, content_hash (sha256 over tensor names, dtypes, shapes and bytes).
 Low-bit weights are stored bit-packed by fakelite.quant.pack; `load` rebuilds the exact model.
@@ -118,6 +118,10 @@ def to_bytes(model: nn.Module, *, threshold: float | None = None, provenance: di
         "arch": {"name": model.arch_name, "kwargs": _jsonable(model.arch_kwargs), **_pruned_arch(model)},
         "preprocess": model.preprocess.to_dict(),
         "threshold": float(threshold if threshold is not None else getattr(model, "threshold", 0.5)),
+        # where the threshold came from (fakelite.eval.calibration; null: chosen in training) and the temperature T
+        # of score = sigmoid(logit / T) (1: uncalibrated logits). Absent in older files: read as null and 1.
+        "threshold_source": _jsonable(getattr(model, "threshold_source", None)),
+        "temperature": float(getattr(model, "temperature", 1.0) or 1.0),
         "quant": _jsonable(getattr(model, "fakelite_quant", None)),
         "packing": _jsonable(packing),
         "provenance": _jsonable(provenance or getattr(model, "provenance", {}) or {}),
@@ -235,6 +239,8 @@ def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], name: str = 
     except RuntimeError as e:
         raise ArtifactError(f"{name}: tensors do not fit the architecture: {str(e).splitlines()[0][:160]}") from None
     model.threshold = float(header.get("threshold", 0.5))
+    model.threshold_source = header.get("threshold_source")
+    model.temperature = float(header.get("temperature") or 1.0)
     model.provenance = header.get("provenance", {})
     model.metrics = header.get("metrics", {})
     model.extra_meta = header.get("extra", {})

@@ -25,16 +25,28 @@ app.command("eval")(train_cmds.eval_command)
 
 @app.command("models")
 def models_command() -> None:
-    """List the registered architectures with their parameter counts.
+    """List the registered architectures with their parameter counts, and the packaged models (`--model default`).
 
     Example: fakelite models
     """
     from fakelite.models import create_model, get_entry, list_models
+    from fakelite.packaged import packaged_models
 
+    typer.echo("architectures:")
     for name in list_models():
         m = create_model(name)
         n = sum(p.numel() for p in m.parameters())
-        typer.echo(f"{name:20s} {n:>12,d} params  {get_entry(name).description}")
+        typer.echo(f"  {name:20s} {n:>12,d} params  {get_entry(name).description}")
+    typer.echo("packaged models (--model NAME):")
+    for r in packaged_models():
+        if not r["installed"]:
+            typer.echo(f"  {r['name']:14s} not installed ({r.get('error') or 'expected ' + r['path']}); "
+                       f"meant to be {r['role']}")
+            continue
+        src = r["threshold_source"] or {}
+        fpr = f" (FPR {100 * src['target_fpr']:.0f} % on real)" if src.get("target_fpr") is not None else ""
+        typer.echo(f"  {r['name']:14s} {r['arch']} {r['bits']:6s} {r['bytes'] / 1e3:8.1f} kB  threshold "
+                   f"{r['threshold']:.4f}{fpr}  policy {r['policy']}  {r['description']}")
 
 
 def _register_optional() -> None:
@@ -43,6 +55,7 @@ def _register_optional() -> None:
     from fakelite.commands import defakeq as defakeq_cmds
     from fakelite.commands import deploy as deploy_cmds
     from fakelite.commands import serve as serve_cmds
+    from fakelite.commands import threshold as threshold_cmds
 
     data_app.command("synth")(data_synth.synth_command)
     data_app.command("wild")(data_synth.wild_command)
@@ -62,6 +75,7 @@ def _register_optional() -> None:
     app.command("serve")(serve_cmds.serve_command)
     app.command("robustness")(robust.robustness_command)
     app.command("demo")(demo.demo_command)
+    app.command("threshold")(threshold_cmds.threshold_command)
 
 
 _register_optional()

@@ -16,12 +16,39 @@ def fail(msg: str, code: int = 2) -> NoReturn:
 
 
 def load_model_or_fail(path: Path):
+    """Load a .fakelite file or a packaged model name (`default`, ...), or exit with its one-line error."""
     from fakelite.artifact import ArtifactError, load
+    from fakelite.packaged import resolve_model
 
     try:
-        return load(path)
+        return load(resolve_model(path))
     except ArtifactError as e:
         fail(str(e))
+
+
+def resolve_model_or_fail(model: Path | str | None) -> Path:
+    """--model argument → file: a packaged name (or None: `default`) becomes its installed path; one-line error
+    when it is not installed."""
+    from fakelite.artifact import ArtifactError
+    from fakelite.packaged import resolve_model
+
+    try:
+        return resolve_model("default" if model is None else model)
+    except ArtifactError as e:
+        fail(str(e))
+
+
+def scoring_overrides(model, policy: str | None, aggregate: str | None, topk: int | None = None,
+                      max_tiles: int | None = None) -> None:
+    """Apply --policy/--aggregate/--topk/--max-tiles to a loaded model or Detector (its `preprocess`), or exit
+    with a one-line error for a bad name."""
+    try:
+        if hasattr(model, "set_scoring"):
+            model.set_scoring(policy, aggregate, topk, max_tiles)
+        else:
+            model.preprocess = model.preprocess.with_scoring(policy, aggregate, topk, max_tiles)
+    except ValueError as e:
+        fail(f"--policy/--aggregate: {e}")
 
 
 def parse_recipe(path: Path) -> dict:

@@ -138,6 +138,7 @@ def _export_and_time(fp_path: Path, qpaths: dict[str, Path], data: Path, out: Pa
     from fakelite import artifact
     from fakelite.data.dataset import ImageDataset
     from fakelite.data.folders import labelled_images
+    from fakelite.data.transforms import single_crop
     from fakelite.deploy.bench import compare
     from fakelite.deploy.onnx import export_onnx, parity
     from fakelite.eval.report import wide_console
@@ -150,7 +151,7 @@ def _export_and_time(fp_path: Path, qpaths: dict[str, Path], data: Path, out: Pa
     for name, q_path in qpaths.items():
         qmodel = artifact.load(q_path)
         rep = export_onnx(qmodel, exp / f"model_{name}_int.onnx")
-        ds = ImageDataset(items, qmodel.preprocess)
+        ds = ImageDataset(items, single_crop(qmodel.preprocess))  # one (3, H, W) sample per image
         samples = [s[0] for s in (ds[i] for i in range(len(ds))) if s is not None]
         if not samples:
             typer.secho(f"no readable test images under {data / 'test'}: skipping export and timing", fg="red",

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from fakelite.commands.common import fail, load_model_or_fail
+from fakelite.commands.common import fail, load_model_or_fail, resolve_model_or_fail, scoring_overrides
+
+POLICY_HELP = "Scoring of large images: center | resize256 | tiles (default: the model's stored policy)"
 
 
 def _load_detector(model: Path, backend: str = "auto", threads: int | None = None):
@@ -24,7 +26,7 @@ def _load_detector(model: Path, backend: str = "auto", threads: int | None = Non
 
 
 def export_command(
-    model: Annotated[Path, typer.Option("--model", help="A .fakelite file")],
+    model: Annotated[Path, typer.Option("--model", help="A .fakelite file or a packaged model name (default, ...)")],
     out: Annotated[Path, typer.Option("--out", help="Output file (.onnx or .tflite)")],
     format: Annotated[str, typer.Option("--format", help="onnx or tflite")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="FP models: ORT static int8 (needs --data). Quantized models "
@@ -34,6 +36,8 @@ def export_command(
     strict: Annotated[bool, typer.Option(help="Integer export: bit-exact codes everywhere (ConvInteger where a "
                                               "QLinearConv bias would round)")] = False,
     check: Annotated[int, typer.Option("--check", help="Images for the parity check (0: skip)")] = 16,
+    policy: Annotated[str | None, typer.Option("--policy", help=POLICY_HELP + "; stored in the graph's header")] = None,
+    aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk (stored)")] = None,
 ) -> None:
     """Export a deployable graph with the fakelite header embedded, and print the parity check.
 
@@ -45,6 +49,7 @@ def export_command(
     from fakelite.deploy.onnx import export_onnx, parity
 
     m = load_model_or_fail(model)
+    scoring_overrides(m, policy, aggregate)
     if format not in ("onnx", "tflite"):
         fail(f"--format must be onnx or tflite, not {format!r}")
     if format == "tflite":
@@ -89,7 +94,8 @@ def export_command(
 
 def detect_command(
     paths: Annotated[list[Path], typer.Argument(help="Images, videos or folders (recursive)")],
-    model: Annotated[Path, typer.Option("--model", help=".fakelite, .onnx or .tflite")],
+    model: Annotated[Path | None, typer.Option("--model", help=".fakelite, .onnx or .tflite, or a packaged model "
+                                                               "name (default: `default`)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
     faces: Annotated[str, typer.Option(help="auto (images: faces if found; videos: faces required) | on | off")] = "auto",
     frames: Annotated[int, typer.Option(help="Video: evenly spaced frames to score")] = 32,
@@ -104,6 +110,10 @@ def detect_command(
     backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | litert")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+    policy: Annotated[str | None, typer.Option("--policy", help=POLICY_HELP)] = None,
+    tile_aggregate: Annotated[str | None, typer.Option("--tile-aggregate", help="tiles: combine tile logits by "
+                                                                                "mean | max | topk (--aggregate is "
+                                                                                "the video rule)")] = None,
 ) -> None:
     """Score images, folders and videos: real/fake verdicts with face boxes and per-frame scores.
 
@@ -115,7 +125,8 @@ def detect_command(
         fail(f"--faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
     if aggregate not in AGGREGATES:
         fail(f"--aggregate must be mean or confident, not {aggregate!r}")
-    det = _load_detector(model, backend, threads)
+    det = _load_detector(resolve_model_or_fail(model), backend, threads)
+    scoring_overrides(det, policy, tile_aggregate)
     try:
         out = detect_paths(det, paths, faces=faces, frames=frames, every=every, aggregate=aggregate,
                            all_faces=all_faces, face_detector=face_detector, face_resize=face_resize, quiet=quiet)
@@ -174,7 +185,8 @@ def stream_command(
 
 
 def bench_command(
-    model: Annotated[Path, typer.Option("--model", help=".fakelite (exported on the fly) or .onnx/.tflite")],
+    model: Annotated[Path, typer.Option("--model", help=".fakelite (exported on the fly) or .onnx/.tflite, or a "
+                                                        "packaged model name")],
     backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8 | tflite")] = "torch",
     size: Annotated[int | None, typer.Option(help="Input side (default: the model's crop)")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads")] = 1,
@@ -184,6 +196,11 @@ def bench_command(
                                                      "process, with speed ratios")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Calibration images for onnx-int8 of FP models")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Also time scoring one --image-size² image "
+                                                                "end to end under this policy (center | "
+                                                                "resize256 | tiles)")] = None,
+    aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk")] = None,
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side for --policy")] = 1024,
 ) -> None:
     """Latency (median, p90), throughput, peak RSS and model bytes of one or several backends.
 
@@ -198,11 +215,18 @@ def bench_command(
     bad = [b for b in names if b not in BENCH_BACKENDS]
     if bad:
         fail(f"unknown backend {bad[0]!r}; choose from {', '.join(BENCH_BACKENDS)}")
+    model = resolve_model_or_fail(model)
     if not model.is_file():
         fail(f"{model}: no such model file")
+    from fakelite.models.registry import Preprocess
+
+    try:
+        Preprocess().with_scoring(policy, aggregate)
+    except ValueError as e:
+        fail(f"--policy/--aggregate: {e}")
     try:
         if compare:
-            res = run_compare(model, names, size, threads, batch, runs, data)
+            res = run_compare(model, names, size, threads, batch, runs, data, policy, aggregate, image_size)
             for b, r in res["results"].items():
                 typer.echo(f"{b:10s} median {r['latency_ms']['median']:8.2f} ms  p90 {r['latency_ms']['p90']:8.2f} ms  "
                            f"{r['throughput_ips']:8.1f} img/s  RSS {r['peak_rss_mb']:6.0f} MB  {r['model_bytes']:,} B  "
@@ -210,7 +234,8 @@ def bench_command(
         else:
             with tempfile.TemporaryDirectory() as td:
                 f = prepare(model, names[0], Path(td), data)
-                res = run_bench(f, names[0], size, threads, batch, runs=runs)
+                res = run_bench(f, names[0], size, threads, batch, runs=runs, policy=policy, aggregate=aggregate,
+                                image_size=image_size)
             typer.echo(json.dumps(res, indent=1))
     except (ValueError, RuntimeError) as e:
         fail(str(e))

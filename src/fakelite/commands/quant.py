@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from fakelite.commands.common import fail, load_model_or_fail
+from fakelite.commands.common import fail, load_model_or_fail, scoring_overrides
 
 QUANTIZER_CHOICES = "minmax|percentile|lsq|n2uq|slr-lsq|slr-n2uq|slr-minmax|binary"
 
@@ -68,6 +68,12 @@ def quantize_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
     budget_mb: Annotated[float | None, typer.Option("--budget-mb", help="Storage budget in MB (recipes such as defakeq)")] = None,
     budget_bops: Annotated[float | None, typer.Option("--budget-bops", help="BOPs budget (recipes such as defakeq)")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Scoring policy stored in the model: center | "
+                                                                "resize256 | tiles (default: the FP model's)")] = None,
+    aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk")] = None,
+    target_fpr: Annotated[float, typer.Option("--target-fpr", help="Threshold: flag at most this fraction of val/0_real")] = 0.05,
+    youden: Annotated[bool, typer.Option("--youden", help="Keep the balanced-accuracy (Youden) threshold of "
+                                                          "val instead of --target-fpr")] = False,
 ) -> None:
     """Quantize a trained detector: QAT through the training loop, or PTQ (--ptq) with calibration only.
 
@@ -83,6 +89,8 @@ def quantize_command(
     fp = load_model_or_fail(model)
     if getattr(fp, "fakelite_quant", None):
         fail(f"{model}: already quantized; start from a full-precision model")
+    scoring_overrides(fp, policy, aggregate)
+    fp.threshold_source, fp.temperature = None, 1.0  # the FP model's operating point does not describe the new one
     if recipe is not None:
         fn = _find_recipe(recipe)
         options = dict(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, epochs=epochs, ptq=ptq,
@@ -91,6 +99,7 @@ def quantize_command(
                        max_steps=max_steps, quiet=quiet, source=str(model), budget_mb=budget_mb,
                        budget_bops=budget_bops)
         fn(fp, data, out, options)
+        _target_fpr(out, data, target_fpr, youden)
         typer.echo(f"recipe {recipe}: wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
         return
     try:
@@ -105,7 +114,20 @@ def quantize_command(
     typer.echo(f"{'PTQ' if ptq else 'QAT'} W{w_bits}A{a_bits} {quantizer}{' +CQB' if cqb else ''}: val acc {v['acc']:.4f}, "
                f"AP {v['ap'] or 0:.4f}; OPs {cost['ops'] / 1e6:.1f} M ({cost['ops_ratio']:.1f}x), "
                f"storage {cost['storage_bytes'] / 1e3:.0f} kB ({cost['storage_ratio']:.1f}x)")
+    _target_fpr(out, data, target_fpr, youden)
     typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+
+
+def _target_fpr(out: Path, data: Path, target_fpr: float, youden: bool) -> None:
+    """--target-fpr: the threshold of out/model.fakelite from data/val's real images (unless --youden)."""
+    if youden:
+        return
+    from fakelite.commands.threshold import apply_target_fpr, echo_target_fpr
+
+    try:
+        echo_target_fpr(apply_target_fpr(out, data, target_fpr, quiet=True))
+    except (FileNotFoundError, ValueError) as e:
+        fail(f"--target-fpr: {e}")
 
 
 def cost_command(

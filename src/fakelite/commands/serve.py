@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from fakelite.commands.common import fail
+from fakelite.commands.common import fail, resolve_model_or_fail
 
 
 def serve_command(
-    model: Annotated[Path, typer.Option("--model", help="A .fakelite (or exported .onnx / .tflite) model, loaded once per worker")],
+    model: Annotated[Path | None, typer.Option("--model", help="A .fakelite (or exported .onnx / .tflite) model, "
+                                                               "or a packaged model name (default: `default`), "
+                                                               "loaded once per worker")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only; 0.0.0.0: all)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes (each loads the model)")] = 1,
@@ -31,6 +33,9 @@ def serve_command(
     tmp_dir: Annotated[Path | None, typer.Option("--tmp-dir", help="Parent folder of the private (0700) upload folder")] = None,
     no_docs: Annotated[bool, typer.Option("--no-docs", help="Do not serve /docs and /openapi.json")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level")] = "info",
+    policy: Annotated[str | None, typer.Option("--policy", help="Scoring of large images: center | resize256 | "
+                                                                "tiles (default: the model's stored policy)")] = None,
+    aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk")] = None,
 ) -> None:
     """Serve the HTTP API (POST /v1/detect, GET /v1/model, /healthz, /readyz, /metrics, /docs) and the web page at /.
 
@@ -38,6 +43,7 @@ def serve_command(
     """
     from fakelite.serve.settings import ServeSettings
 
+    model = resolve_model_or_fail(model)
     if not model.is_file():
         fail(f"{model}: no such model file")
     if workers < 1:
@@ -50,7 +56,8 @@ def serve_command(
             max_pixels=max_pixels, max_video_seconds=max_video_seconds, max_video_frames=max_video_frames,
             default_video_frames=min(frames, max_video_frames), request_timeout_s=timeout,
             max_concurrency=concurrency, max_queue=queue, api_key=api_key, cors_origins=list(cors_origin or []),
-            tmp_dir=str(tmp_dir) if tmp_dir else None, docs=not no_docs).validate()
+            tmp_dir=str(tmp_dir) if tmp_dir else None, docs=not no_docs, policy=policy,
+            aggregate=aggregate).validate()
     except ValueError as e:
         fail(str(e))
     from fakelite.serve.app import run_server

@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from fakelite.commands.common import fail, load_model_or_fail, parse_recipe
+from fakelite.commands.common import (
+    fail,
+    load_model_or_fail,
+    parse_recipe,
+    resolve_model_or_fail,
+    scoring_overrides,
+)
 
 
 def train_command(
@@ -28,6 +34,12 @@ def train_command(
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda to train on a GPU (the saved model is the "
                                         "same format either way)")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+    policy: Annotated[str | None, typer.Option("--policy", help="Scoring policy stored in the model: center | "
+                                                                "resize256 | tiles (docs/scoring.md)")] = None,
+    aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk")] = None,
+    target_fpr: Annotated[float, typer.Option("--target-fpr", help="Threshold: flag at most this fraction of val/0_real")] = 0.05,
+    youden: Annotated[bool, typer.Option("--youden", help="Keep the balanced-accuracy (Youden) threshold of "
+                                                          "val instead of --target-fpr")] = False,
 ) -> None:
     """Train a full-precision detector.
 
@@ -61,6 +73,7 @@ def train_command(
                 except BadInput:
                     continue
         cfg.crop = crop
+        m.preprocess = m.preprocess.with_scoring(policy, aggregate)
     except (FileNotFoundError, KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
     metrics = fit(m, data, out, cfg, resume=resume, provenance={"recipe": str(recipe) if recipe else None})
@@ -70,20 +83,32 @@ def train_command(
     typer.echo(f"best epoch {metrics['best_epoch']}: val acc {v['acc']:.4f} (at 0.5) / {vt['acc']:.4f} "
                f"(at threshold {metrics['threshold']:.4f}), AP {v['ap']:.4f}, AUC {v['auc']:.4f}; "
                f"{metrics['wall_seconds']:.0f} s")
+    if not youden:
+        from fakelite.commands.threshold import apply_target_fpr, echo_target_fpr
+
+        try:
+            echo_target_fpr(apply_target_fpr(out, data, target_fpr, quiet=True))
+        except (FileNotFoundError, ValueError) as e:
+            fail(f"--target-fpr: {e}")
     typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
 
 
 def eval_command(
-    model: Annotated[Path, typer.Option("--model", help="A .fakelite file, or an exported .onnx/.tflite (scored "
-                                                        "by its runtime: the deployed file itself)")],
     data: Annotated[Path, typer.Option("--data", help="Root holding one or many test sets (0_real/1_fake)")],
+    model: Annotated[Path | None, typer.Option("--model", help="A .fakelite file, an exported .onnx/.tflite (scored "
+                                                               "by its runtime: the deployed file itself), or a "
+                                                               "packaged model name (default: `default`)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write ROC/PR curves and confusion matrices (PNG) here")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+    policy: Annotated[str | None, typer.Option("--policy", help="Override the stored scoring policy: center | "
+                                                                "resize256 | tiles")] = None,
+    aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk")] = None,
 ) -> None:
-    """Acc/AP/AUC/EER on every test set under --data, plus the mean.
+    """Acc/AP/AUC/EER on every test set under --data, plus the mean; TPR at the stored target FPR, FPR/TPR at
+    the stored threshold and the expected calibration error (ECE) per set.
 
     Example: fakelite eval --model runs/fp/model.fakelite --data runs/demo/data/test --json eval.json --plots plots/
 
@@ -96,6 +121,7 @@ def eval_command(
 
     if threads:
         torch.set_num_threads(threads)
+    model = resolve_model_or_fail(model)
     if model.suffix.lower() in (".onnx", ".tflite"):  # the deployed file itself, through its runtime
         from fakelite.artifact import ArtifactError
         from fakelite.deploy.runtime import Detector
@@ -106,6 +132,7 @@ def eval_command(
             fail(str(e))
     else:
         m = load_model_or_fail(model)
+    scoring_overrides(m, policy, aggregate)
     try:
         result = evaluate(m, data, batch_size=batch_size, quiet=quiet, keep_scores=plots is not None)
     except FileNotFoundError as e:

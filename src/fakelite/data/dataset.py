@@ -18,7 +18,7 @@ from fakelite.models.registry import Preprocess
 
 from .folders import labelled_images, split_dir
 from .io import BadInput, load_rgb
-from .transforms import AugmentConfig, eval_transform, train_transform
+from .transforms import AugmentConfig, eval_tensors, eval_transform, single_crop, train_transform
 
 log = logging.getLogger("fakelite.data")
 
@@ -74,20 +74,23 @@ class ImageDataset(Dataset):
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             x = train_transform(img, self.pre, self.augment, rng)
+        elif self.pre.policy == "tiles":  # (K, 3, H, W): every tile; predict_dataset aggregates their logits
+            x = eval_tensors(img, self.pre)
         else:
             x = eval_transform(img, self.pre)
         return x, label, i
 
 
 def collate(batch):
-    """Drop undecodable items; stack when shapes agree, else return a list (evaluation of mixed sizes)."""
+    """Drop undecodable items; stack when shapes agree, else return a list (evaluation of mixed sizes, and the
+    "tiles" policy: each item is then a (K, 3, H, W) stack of one image's tiles)."""
     batch = [b for b in batch if b is not None]
     if not batch:
         return None
     xs, ys, idx = zip(*batch, strict=True)
     y = torch.tensor(ys, dtype=torch.float32)
     i = torch.tensor(idx)
-    if all(x.shape == xs[0].shape for x in xs):
+    if all(x.shape == xs[0].shape and x.dim() == 3 for x in xs):
         return torch.stack(xs), y, i
     return list(xs), y, i
 
@@ -147,7 +150,7 @@ def calibration_batches(root: str | Path, preprocess: Preprocess, n: int = 256, 
     for a, b in zip(real, fake, strict=False):
         take += [a, b]
     take += real[len(fake):] + fake[len(real):]
-    ds = ImageDataset([items[i] for i in take], preprocess, train=False)
+    ds = ImageDataset([items[i] for i in take], single_crop(preprocess), train=False)  # one crop per image
     out, xs, ys = [], [], []
     for i in range(len(ds)):
         if len(xs) + sum(len(b[1]) for b in out) >= n:

@@ -173,10 +173,93 @@ def to_tensor(img: np.ndarray, pre: Preprocess) -> torch.Tensor:
     return (t - mean) / std
 
 
+RESIZE256 = 256  # CNNDetection's test-time short side (Wang et al., CVPR 2020, "resize to 256, crop 224")
+
+
+def tile_starts(side: int, tile: int, n: int) -> list[int]:
+    """Start offsets of `n` windows of length `tile` evenly spaced over [0, side): the first at 0, the last at
+    side − tile, the others at round(i·(side − tile)/(n − 1)); n = 1 (or tile ≥ side) gives the centred window
+    (side − tile)//2, as `center_crop`."""
+    if n <= 1 or tile >= side:
+        return [max(0, (side - tile) // 2)]
+    return [int(round(i * (side - tile) / (n - 1))) for i in range(n)]
+
+
+def tile_grid(h: int, w: int, crop: int, max_tiles: int) -> tuple[int, int]:
+    """Rows × columns of the "tiles" policy for an h×w image: ceil(h/crop) × ceil(w/crop) windows (full cover),
+    shrunk when that exceeds `max_tiles` by the common factor sqrt(max_tiles/(rows·cols)) (floored, at least 1),
+    then the columns filled up to the cap. A side shorter than `crop` gets one window (the whole side)."""
+    rows, cols = max(1, -(-h // crop)), max(1, -(-w // crop))
+    if rows * cols > max_tiles:
+        f = (max_tiles / (rows * cols)) ** 0.5
+        r = max(1, min(rows, int(rows * f)))
+        c = max(1, min(cols, max_tiles // r))
+        rows, cols = r, c
+    return rows, cols
+
+
+def eval_crops(img: np.ndarray, pre: Preprocess) -> list[np.ndarray]:
+    """The crops (uint8 H×W×3 views of `img`) that score one evaluation image under `pre.policy`.
+
+    - "center": `pre.resize` if set, then one centre crop of `pre.crop` (today's and NPR's convention; a side
+      shorter than the crop is kept whole, never up-sampled).
+    - "resize256": short side resized to 256 px (area filter when shrinking, bilinear when enlarging), then one
+      centre crop (CNNDetection's test policy).
+    - "tiles": `pre.resize` if set, then `tile_grid` rows × cols windows of `pre.crop` px at native resolution,
+      row-major, positions from `tile_starts` (evenly spaced, covering the image edge to edge). An image no larger
+      than the crop gives one crop, the whole image, as "center" does.
+    Combine the crops' logits with `aggregate_logits`. Raises ValueError for an unknown policy.
+    """
+    if pre.policy == "resize256":
+        return [center_crop(resize_short(img, RESIZE256), pre.crop)]
+    if pre.resize:
+        img = resize_short(img, pre.resize)
+    if pre.policy == "center":
+        return [center_crop(img, pre.crop)]
+    if pre.policy != "tiles":
+        raise ValueError(f"unknown scoring policy {pre.policy!r}")
+    h, w = img.shape[:2]
+    th, tw = min(pre.crop, h), min(pre.crop, w)
+    rows, cols = tile_grid(h, w, pre.crop, int(pre.max_tiles))
+    return [img[y : y + th, x : x + tw] for y in tile_starts(h, th, rows) for x in tile_starts(w, tw, cols)]
+
+
+def aggregate_logits(logits, pre: Preprocess) -> float:
+    """One image's logit from its crops' logits (a 1-D sequence, at least one): "mean" (mean logit), "max", or
+    "topk" (mean of the min(topk, n) largest). A single crop returns its logit unchanged. ValueError if empty."""
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if z.size == 0:
+        raise ValueError("aggregate_logits: no crop logits")
+    if z.size == 1:
+        return float(z[0])
+    if pre.aggregate == "max":
+        return float(z.max())
+    if pre.aggregate == "topk":
+        return float(np.sort(z)[::-1][: max(1, int(pre.topk))].mean())
+    if pre.aggregate != "mean":
+        raise ValueError(f"unknown aggregate {pre.aggregate!r}")
+    return float(z.mean())
+
+
+def single_crop(pre: Preprocess) -> Preprocess:
+    """`pre` with "tiles" replaced by "center": for consumers that need one (3, H, W) tensor per image
+    (calibration statistics, BN recomputation, parity samples); other policies are returned unchanged."""
+    return pre.with_scoring(policy="center") if pre.policy == "tiles" else pre
+
+
 def eval_transform(img: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    """One normalised (3, H, W) tensor: the single crop of "center"/"resize256"; for "tiles" the centre crop (use
+    `eval_tensors` to get every tile)."""
+    if pre.policy == "resize256":
+        return to_tensor(eval_crops(img, pre)[0], pre)
     if pre.resize:
         img = resize_short(img, pre.resize)
     return to_tensor(center_crop(img, pre.crop), pre)
+
+
+def eval_tensors(img: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    """Every crop of `eval_crops` as one normalised (K, 3, H, W) tensor (all crops of an image share a shape)."""
+    return torch.stack([to_tensor(c, pre) for c in eval_crops(img, pre)])
 
 
 def train_transform(img: np.ndarray, pre: Preprocess, aug: AugmentConfig | None, rng: np.random.Generator) -> torch.Tensor:

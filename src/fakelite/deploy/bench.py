@@ -83,9 +83,29 @@ def calibration_array(pre, data: Path | None, n: int, seed: int = 0) -> np.ndarr
     return np.random.default_rng(seed).standard_normal((n, 3, pre.crop, pre.crop)).astype(np.float32)
 
 
+def time_image_scoring(det, image_size: int, runs: int = 10, warmup: int = 2) -> dict[str, Any]:
+    """End-to-end latency of scoring one random image_size² RGB image with `det.predict_arrays` under the
+    detector's scoring policy (preprocessing, every crop, aggregation): {"policy", "aggregate", "image_size",
+    "crops", "latency_ms": {"median", "p90"}}."""
+    img = np.random.default_rng(0).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+    for _ in range(warmup):
+        det.predict_arrays([img])
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        det.predict_arrays([img])
+        times.append(time.perf_counter() - t0)
+    t = np.asarray(times) * 1e3
+    return {"policy": det.preprocess.policy, "aggregate": det.preprocess.aggregate, "image_size": int(image_size),
+            "crops": len(det.crops(img)),
+            "latency_ms": {"median": round(float(np.median(t)), 3), "p90": round(float(np.percentile(t, 90)), 3)}}
+
+
 def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 1, batch: int = 1,
-              warmup: int = 5, runs: int = 30, min_seconds: float = 0.0) -> dict[str, Any]:
-    """Time `path` on one backend in this process; returns the bench JSON (DESIGN.md §3)."""
+              warmup: int = 5, runs: int = 30, min_seconds: float = 0.0, policy: str | None = None,
+              aggregate: str | None = None, image_size: int = 1024) -> dict[str, Any]:
+    """Time `path` on one backend in this process; returns the bench JSON (DESIGN.md §3). With `policy`, also
+    "image": the end-to-end scoring of one image_size² image under that policy (`time_image_scoring`)."""
     from fakelite.deploy.runtime import Detector
 
     det = Detector.load(path, backend={"torch": "torch", "tflite": "litert"}.get(backend, "onnxruntime"),
@@ -102,21 +122,27 @@ def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 
         times.append(time.perf_counter() - t0)
     t = np.asarray(times) * 1e3
     med = float(np.median(t))
-    return {"backend": backend, "size": int(size), "threads": int(threads), "batch": int(batch),
-            "latency_ms": {"median": round(med, 3), "p90": round(float(np.percentile(t, 90)), 3)},
-            "throughput_ips": round(batch * 1000.0 / med, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
-            "model_bytes": int(Path(path).stat().st_size), "runs": len(times), "model": str(path)}
+    res = {"backend": backend, "size": int(size), "threads": int(threads), "batch": int(batch),
+           "latency_ms": {"median": round(med, 3), "p90": round(float(np.percentile(t, 90)), 3)},
+           "throughput_ips": round(batch * 1000.0 / med, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
+           "model_bytes": int(Path(path).stat().st_size), "runs": len(times), "model": str(path)}
+    if policy is not None or aggregate is not None:
+        det.set_scoring(policy, aggregate)
+        res["image"] = time_image_scoring(det, image_size, runs=max(3, runs // 3))
+        res["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return res
 
 
 def compare(model_path: Path, backends: list[str], size: int | None = None, threads: int = 1, batch: int = 1,
-            runs: int = 30, calib_data: Path | None = None) -> dict[str, Any]:
+            runs: int = 30, calib_data: Path | None = None, policy: str | None = None,
+            aggregate: str | None = None, image_size: int = 1024) -> dict[str, Any]:
     """Bench each backend in its own subprocess (`python -m fakelite.deploy.bench`) and compute ratios."""
     results = {}
     with tempfile.TemporaryDirectory() as td:
         for b in backends:
             f = prepare(model_path, b, Path(td), calib_data)
             cmd = [sys.executable, "-m", "fakelite.deploy.bench", str(f), b, str(size or 0), str(threads), str(batch),
-                   str(runs)]
+                   str(runs), policy or "-", aggregate or "-", str(image_size)]
             r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "FAKELITE_QUIET": "1"})
             if r.returncode != 0:
                 raise RuntimeError(f"bench {b} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
@@ -128,4 +154,7 @@ def compare(model_path: Path, backends: list[str], size: int | None = None, thre
 
 if __name__ == "__main__":  # subprocess entry used by compare()
     p, b, s, th, bt, n = sys.argv[1:7]
-    print(json.dumps(run_bench(Path(p), b, int(s) or None, int(th), int(bt), runs=int(n))))
+    pol, agg, isz = (sys.argv[7:10] + ["-", "-", "1024"][len(sys.argv[7:10]):])
+    print(json.dumps(run_bench(Path(p), b, int(s) or None, int(th), int(bt), runs=int(n),
+                               policy=None if pol == "-" else pol, aggregate=None if agg == "-" else agg,
+                               image_size=int(isz))))

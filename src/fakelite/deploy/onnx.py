@@ -70,6 +70,8 @@ def export_header(model: nn.Module, kind: str, **extra: Any) -> dict[str, Any]:
             pass
     header["preprocess"] = model.preprocess.to_dict()
     header["threshold"] = float(getattr(model, "threshold", header.get("threshold", 0.5)))
+    header["threshold_source"] = getattr(model, "threshold_source", header.get("threshold_source"))
+    header["temperature"] = float(getattr(model, "temperature", header.get("temperature")) or 1.0)
     header.pop("tensors", None)  # tensor shapes of the artifact do not describe the graph
     header["export"] = {"format": "onnx", "kind": kind, "opset": OPSET, **extra}
     return header

@@ -1,6 +1,7 @@
 """`fakelite.Detector`: one inference class over three backends (PyTorch, ONNX Runtime, LiteRT).
 
-The artifact decides everything about preprocessing (crop, normalisation, NPR) and the decision threshold:
+The artifact decides everything about preprocessing (crop, normalisation, NPR, the scoring policy of large images:
+one centre crop, resize-then-crop, or aggregated tiles; see `set_scoring`), the temperature and the threshold:
 a .fakelite carries its header, an exported .onnx embeds the same header in metadata_props, a .tflite carries it
 in a sidecar `<file>.tflite.json` written by `fakelite export --format tflite`.
 
@@ -29,7 +30,8 @@ _ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert", "py
 
 @dataclass
 class Prediction:
-    """One verdict: score = P(fake) = sigmoid(logit); label "fake" when score ≥ the model's threshold."""
+    """One verdict: score = P(fake) = sigmoid(logit / T) (T: the artifact's temperature, 1 unless calibrated);
+    label "fake" when score ≥ the model's threshold. logit: the image's aggregated logit (scoring policy)."""
 
     score: float
     label: str  # "real" | "fake"
@@ -62,6 +64,8 @@ class Detector:
         self.threads = threads
         self.preprocess = Preprocess.from_dict(header.get("preprocess", {}))
         self.threshold = float(header.get("threshold", 0.5))
+        self.threshold_source = header.get("threshold_source")
+        self.temperature = float(header.get("temperature") or 1.0)  # score = sigmoid(logit / T)
         arch = header.get("arch", {}).get("name", "model")
         kind = header.get("export", {}).get("kind")
         suffix = f"-{kind}" if kind and kind != "fp32" else ""
@@ -76,8 +80,9 @@ class Detector:
         Raises fakelite.artifact.ArtifactError (a ValueError) with one line naming the file on any problem.
         """
         from fakelite.artifact import ArtifactError
+        from fakelite.packaged import resolve_model
 
-        path = Path(path)
+        path = resolve_model(path)  # a packaged name ("default", ...) → its file
         backend = _ALIASES.get(backend, backend)
         if backend == "auto":
             backend = _SUFFIX.get(path.suffix.lower(), "")
@@ -202,10 +207,43 @@ class Detector:
         raise BadInput("<input>", f"cannot predict on a {type(x).__name__} (give a path, an array or a PIL image)")
 
     def tensor(self, img: np.ndarray) -> np.ndarray:
-        """Preprocess one RGB uint8 image into the model's (3, H, W) float32 input (the artifact's recipe)."""
+        """Preprocess one RGB uint8 image into the model's (3, H, W) float32 input (the artifact's recipe; under the
+        "tiles" policy the centre tile — `crops` gives all of them)."""
         from fakelite.data.transforms import eval_transform
 
         return eval_transform(img, self.preprocess).numpy()
+
+    def crops(self, img: np.ndarray) -> np.ndarray:
+        """Every crop the scoring policy takes of one RGB uint8 image, as a (K, 3, H, W) float32 array
+        (fakelite.data.transforms.eval_crops: K = 1 for "center" and "resize256")."""
+        from fakelite.data.transforms import eval_tensors
+
+        return eval_tensors(img, self.preprocess).numpy()
+
+    def set_scoring(self, policy: str | None = None, aggregate: str | None = None, topk: int | None = None,
+                    max_tiles: int | None = None) -> Detector:
+        """Override the stored scoring policy / aggregation (None keeps the artifact's); ValueError on a bad
+        name. Returns self."""
+        self.preprocess = self.preprocess.with_scoring(policy, aggregate, topk, max_tiles)
+        return self
+
+    def image_logits(self, imgs: Sequence[np.ndarray]) -> np.ndarray:
+        """One logit per RGB uint8 image: the policy's crops of all images are scored in shape-grouped batches,
+        then each image's crop logits are combined by `aggregate_logits` (float64, shape (N,))."""
+        from fakelite.data.transforms import aggregate_logits
+
+        per_image = [self.crops(img) for img in imgs]
+        flat = [c for cs in per_image for c in cs]
+        z = self._logits_of(flat)
+        out, start = np.empty(len(per_image), dtype=np.float64), 0
+        for j, cs in enumerate(per_image):
+            out[j] = aggregate_logits(z[start : start + len(cs)], self.preprocess)
+            start += len(cs)
+        return out
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """P(fake) = sigmoid(logit / T) with the artifact's temperature T (float64)."""
+        return _sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw logits of an already preprocessed (N, 3, H, W) float32 batch."""
@@ -226,6 +264,7 @@ class Detector:
             def __init__(self) -> None:
                 super().__init__()
                 self.preprocess, self.threshold, self.header = det.preprocess, det.threshold, det.header
+                self.temperature, self.threshold_source = det.temperature, det.threshold_source
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 return torch.from_numpy(det.logits(x.detach().cpu().numpy()).astype(np.float32)).reshape(-1, 1)
@@ -242,22 +281,22 @@ class Detector:
         return out
 
     def _prediction(self, logit: float) -> Prediction:
-        score = float(_sigmoid(logit))
+        score = float(self.scores(logit))
         return Prediction(score=score, label="fake" if score >= self.threshold else "real", logit=float(logit))
 
     def predict(self, x: str | Path | np.ndarray | Any) -> Prediction:
         """Score one image: a path (decoded with load_rgb), an H×W×3 uint8 RGB array, or a PIL image."""
-        return self._prediction(self._logits_of([self.tensor(self._to_array(x))])[0])
+        return self._prediction(self.image_logits([self._to_array(x)])[0])
 
     def predict_batch(self, xs: Sequence[Any]) -> list[Prediction]:
         """Score many images (same inputs as `predict`); raises BadInput on the first unusable one."""
-        return [self._prediction(z) for z in self._logits_of([self.tensor(self._to_array(x)) for x in xs])]
+        return [self._prediction(z) for z in self.image_logits([self._to_array(x) for x in xs])]
 
     def predict_arrays(self, imgs: list[np.ndarray]) -> np.ndarray:
         """Scores (P(fake), float64) of RGB uint8 arrays, e.g. face crops."""
         if not len(imgs):
             return np.zeros(0)
-        return _sigmoid(self._logits_of([self.tensor(self._to_array(x)) for x in imgs]))
+        return self.scores(self.image_logits([self._to_array(x) for x in imgs]))
 
     def __repr__(self) -> str:
         return f"Detector({self.model_id}, backend={self.backend}, threshold={self.threshold:.4f})"

@@ -11,34 +11,51 @@ from torch import nn
 
 from fakelite.data.dataset import ImageDataset, collate
 from fakelite.data.folders import ImageSet, discover_sets
+from fakelite.data.transforms import aggregate_logits
 
+from .calibration import DEFAULT_TARGET_FPR, expected_calibration_error, rates_at_threshold, tpr_at_fpr
 from .metrics import binary_metrics, mean_metrics
 
 
 @torch.no_grad()
-def predict_dataset(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
-                    progress: Iterable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scores (sigmoid of the logit), labels and dataset indices of every decodable item."""
+def predict_logits(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
+                   progress: Iterable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw logits (float32, one per image), labels and dataset indices of every decodable item.
+
+    Under the "tiles" policy an item is a (K, 3, H, W) stack of its tiles: their K logits become one with
+    `aggregate_logits` (the model's `preprocess.aggregate`)."""
     model.eval()
+    pre = getattr(model, "preprocess", None)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    scores, labels, index = [], [], []
+    out, labels, index = [], [], []
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     for batch in loader:
         if batch is None:
             continue
         x, y, i = batch
-        if isinstance(x, list):  # mixed sizes: run each shape group
-            logits = torch.cat([model(xi.unsqueeze(0).to(device)) for xi in x])
+        if isinstance(x, list):  # mixed sizes or tiles: one forward per image
+            logits = torch.tensor([aggregate_logits(model(xi.to(device)).float().view(-1).cpu().numpy(), pre)
+                                   if xi.dim() == 4 else float(model(xi.unsqueeze(0).to(device)).float().view(-1)[0])
+                                   for xi in x], dtype=torch.float32)
         else:
-            logits = model(x.to(device))
-        scores.append(torch.sigmoid(logits.float().view(-1)).cpu())
+            logits = model(x.to(device)).cpu()
+        out.append(logits.float().view(-1))
         labels.append(y)
         index.append(i)
         if progress is not None:
             progress(len(y))
-    if not scores:
-        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
-    return torch.cat(scores).numpy(), torch.cat(labels).numpy(), torch.cat(index).numpy()
+    if not out:
+        return np.zeros(0, dtype=np.float32), np.zeros(0), np.zeros(0, dtype=np.int64)
+    return torch.cat(out).numpy(), torch.cat(labels).numpy(), torch.cat(index).numpy()
+
+
+def predict_dataset(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
+                    progress: Iterable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores sigmoid(logit / T) (T = the model's `temperature`, 1 when absent), labels and dataset indices of
+    every decodable item (see `predict_logits`)."""
+    z, y, i = predict_logits(model, ds, batch_size, progress)
+    t = float(getattr(model, "temperature", 1.0) or 1.0)
+    return torch.sigmoid(torch.from_numpy(z) / t).numpy(), y, i  # / 1.0 is exact: T = 1 scores as before
 
 
 def predict_dataset_distributed(model: nn.Module, ds: ImageDataset, batch_size: int = 64,
@@ -62,12 +79,31 @@ def predict_dataset_distributed(model: nn.Module, ds: ImageDataset, batch_size: 
     return s[order], y[order], i[order].astype(np.int64), n_skipped
 
 
+def _operating_point_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, target_fpr: float) -> dict:
+    """The keys eval adds for the stored operating point (fakelite.eval.calibration): tpr_at_fpr (on this set's
+    own scores), fpr_at_threshold / tpr_at_threshold (at the stored threshold), ece (15 bins)."""
+    fpr_t, tpr_t = rates_at_threshold(labels, scores, threshold)
+    return {"tpr_at_fpr": tpr_at_fpr(labels, scores, target_fpr), "fpr_at_threshold": fpr_t,
+            "tpr_at_threshold": tpr_t, "ece": expected_calibration_error(labels, scores)}
+
+
+OPERATING_KEYS = ("tpr_at_fpr", "fpr_at_threshold", "tpr_at_threshold", "ece")
+
+
 def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, threshold: float = 0.5,
-                  quiet: bool = False, keep_scores: bool = False) -> dict:
-    """Metrics per set and their mean. With keep_scores, also returns raw scores for plots."""
+                  quiet: bool = False, keep_scores: bool = False, target_fpr: float | None = None) -> dict:
+    """Metrics per set and their mean. With keep_scores, also returns raw scores for plots.
+
+    target_fpr: FPR at which `tpr_at_fpr` is read (default: the model's threshold_source target, else 0.05)."""
     from fakelite.progress import progress_bar
 
-    result: dict = {"sets": {}, "threshold": threshold}
+    if target_fpr is None:
+        target_fpr = float((getattr(model, "threshold_source", None) or {}).get("target_fpr") or DEFAULT_TARGET_FPR)
+    pre = getattr(model, "preprocess", None)
+    result: dict = {"sets": {}, "threshold": threshold, "target_fpr": target_fpr,
+                    "temperature": float(getattr(model, "temperature", 1.0) or 1.0),
+                    "policy": pre.policy if pre is not None else None,
+                    "aggregate": pre.aggregate if pre is not None else None}
     raw: dict = {}
     total = sum(len(s.items) for s in sets)
     with progress_bar("eval", total, quiet=quiet) as advance:
@@ -78,6 +114,7 @@ def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, 
             m = binary_metrics(labels, scores, 0.5, skipped=n_skipped)
             if threshold != 0.5:
                 m["acc_at_threshold"] = binary_metrics(labels, scores, threshold)["acc"]
+            m.update(_operating_point_metrics(labels, scores, threshold, target_fpr))
             m["skipped_files"] = ds.skipped
             result["sets"][s.name] = m
             if keep_scores:
@@ -86,6 +123,9 @@ def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, 
     if threshold != 0.5:
         vals = [m["acc_at_threshold"] for m in result["sets"].values() if m.get("acc_at_threshold") is not None]
         result["mean"]["acc_at_threshold"] = float(np.mean(vals)) if vals else None
+    for k in OPERATING_KEYS:
+        vals = [m[k] for m in result["sets"].values() if m.get(k) is not None]
+        result["mean"][k] = float(np.mean(vals)) if vals else None
     if keep_scores:
         result["_scores"] = raw
     return result

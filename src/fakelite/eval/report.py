@@ -11,17 +11,25 @@ def pct(v) -> str:
 
 
 def eval_table(result: dict, title: str = "") -> Table:
-    """Rows: sets + mean; columns: Acc AP AUC EER real/fake Acc, n, skipped."""
+    """Rows: sets + mean; columns: Acc AP AUC EER real/fake Acc, [Acc at the threshold], [TPR at the target FPR,
+    FPR/TPR at the threshold, ECE], n, skipped (all in %)."""
     thr = result.get("threshold", 0.5)
     show_thr = thr != 0.5
     t = Table(title=title or None)
-    for c in ["set", "Acc", "AP", "AUC", "EER", "real Acc", "fake Acc"] + ([f"Acc@{thr:.3f}"] if show_thr else []) + ["n", "skipped"]:
+    # operating-point columns (docs/scoring.md) when the result has them
+    op = [k for k in ("tpr_at_fpr", "fpr_at_threshold", "tpr_at_threshold", "ece") if k in result["mean"]]
+    fpr = result.get("target_fpr", 0.05)
+    op_names = {"tpr_at_fpr": f"TPR@{100 * fpr:g}%FPR", "fpr_at_threshold": "FPR@thr", "tpr_at_threshold": "TPR@thr",
+                "ece": "ECE"}
+    for c in (["set", "Acc", "AP", "AUC", "EER", "real Acc", "fake Acc"] + ([f"Acc@{thr:.3f}"] if show_thr else [])
+              + [op_names[k] for k in op] + ["n", "skipped"]):
         t.add_column(c, justify="left" if c == "set" else "right")
     rows = list(result["sets"].items()) + [("mean", result["mean"])]
     for name, m in rows:
         cells = [name, pct(m["acc"]), pct(m["ap"]), pct(m["auc"]), pct(m["eer"]), pct(m["real_acc"]), pct(m["fake_acc"])]
         if show_thr:
             cells.append(pct(m.get("acc_at_threshold")))
+        cells += [pct(m.get(k)) for k in op]
         cells += [str(m["n"]), str(m["skipped"])]
         t.add_row(*cells, style="bold" if name == "mean" else None)
     return t

@@ -33,7 +33,8 @@ from torch import nn
 from fakelite.data.folders import ImageSet, discover_sets
 from fakelite.data.io import BadInput, load_rgb
 from fakelite.data.transforms import (
-    eval_transform,
+    aggregate_logits,
+    eval_tensors,
     gaussian_blur,
     gaussian_noise,
     jpeg,
@@ -145,18 +146,23 @@ def _image_seed(seed: int, pert: str, level: int, set_name: str, path: Path) -> 
 
 @torch.no_grad()
 def _scores(model: nn.Module, images: list[np.ndarray], batch_size: int) -> np.ndarray:
-    """sigmoid(logit) per image; images of different sizes after preprocessing are run in same-shape groups."""
-    xs = [eval_transform(img, model.preprocess) for img in images]
-    out = np.zeros(len(xs), dtype=np.float64)
+    """sigmoid(logit / T) per image under the model's scoring policy (every crop of `eval_crops`, their logits
+    combined by `aggregate_logits`); crops of different sizes are run in same-shape groups."""
+    pre = model.preprocess
+    per_image = [eval_tensors(img, pre) for img in images]
+    xs = [c for cs in per_image for c in cs]
+    z = np.zeros(len(xs), dtype=np.float32)
     by_shape: dict[tuple, list[int]] = {}
     for i, x in enumerate(xs):
         by_shape.setdefault(tuple(x.shape), []).append(i)
     for idx in by_shape.values():
         for k in range(0, len(idx), batch_size):
             chunk = idx[k : k + batch_size]
-            logits = model(torch.stack([xs[i] for i in chunk])).float().view(-1)
-            out[chunk] = torch.sigmoid(logits).numpy()
-    return out
+            z[chunk] = model(torch.stack([xs[i] for i in chunk])).float().view(-1).numpy()
+    starts = np.cumsum([0] + [len(cs) for cs in per_image])
+    logits = torch.tensor([aggregate_logits(z[a:b], pre) for a, b in zip(starts[:-1], starts[1:], strict=True)],
+                          dtype=torch.float32)
+    return torch.sigmoid(logits / float(getattr(model, "temperature", 1.0) or 1.0)).numpy().astype(np.float64)
 
 
 def _summarise(per_set: dict[str, dict]) -> dict:

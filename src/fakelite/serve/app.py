@@ -419,6 +419,7 @@ class Service:
             from fakelite.deploy.runtime import Detector
 
             det = Detector.load(self.model_path, backend=self.settings.backend, threads=self.settings.threads)
+            det.set_scoring(self.settings.policy, self.settings.aggregate)
         except Exception as e:  # noqa: BLE001 - reported via /readyz and the log, the service stays up
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             self.load_error = msg.replace(str(self.model_path), Path(str(self.model_path)).name)
@@ -463,7 +464,13 @@ class Service:
             "metrics": header.get("metrics"),
             "backend": getattr(det, "backend", None),
             "load_seconds": self.load_seconds,
+            "threshold_source": header.get("threshold_source"),
+            "temperature": float(getattr(det, "temperature", header.get("temperature")) or 1.0),
         }
+        pre = getattr(det, "preprocess", None)
+        if pre is not None and hasattr(pre, "policy"):  # the scoring in force (after --policy overrides)
+            info["scoring"] = {"policy": pre.policy, "aggregate": pre.aggregate, "topk": pre.topk,
+                               "max_tiles": pre.max_tiles, "crop": pre.crop}
         cost = self.cost()
         if cost is not None:
             info["cost"] = cost

@@ -36,6 +36,8 @@ class ServeSettings:
     tmp_dir: str | None = None             # parent of the private upload folder (default: system temp)
     faces: str = "auto"                    # face handling passed to detect_file: auto|off|...
     docs: bool = True                      # serve /docs and /openapi.json
+    policy: str | None = None              # override the model's scoring policy (center|resize256|tiles)
+    aggregate: str | None = None           # override the tile aggregation (mean|max|topk)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -54,6 +56,10 @@ class ServeSettings:
             self.default_video_frames = self.max_video_frames
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must not be empty")
+        if self.policy is not None or self.aggregate is not None:
+            from fakelite.models.registry import Preprocess
+
+            Preprocess().with_scoring(self.policy, self.aggregate)  # ValueError names the bad value
         if self.tmp_dir and not Path(self.tmp_dir).is_dir():
             raise ValueError(f"{self.tmp_dir}: tmp_dir is not a folder")
         return self

@@ -26,7 +26,7 @@ from torch import nn
 
 from fakelite import artifact
 from fakelite.data.dataset import ImageDataset, make_loader, split_items
-from fakelite.data.transforms import AugmentConfig
+from fakelite.data.transforms import AugmentConfig, single_crop
 from fakelite.eval.evaluate import predict_dataset
 from fakelite.eval.metrics import best_threshold, binary_metrics
 from fakelite.progress import is_quiet, progress_bar
@@ -201,7 +201,7 @@ def _fit(
     train_ds = ImageDataset(train_items, model.preprocess, train=True, augment=cfg.augment, seed=cfg.seed)
     val_ds = ImageDataset(val_items, model.preprocess, train=False)
     bn_order = np.random.default_rng(cfg.seed).permutation(len(train_items))[: cfg.precise_bn]
-    bn_ds = ImageDataset([train_items[i] for i in bn_order], model.preprocess, train=False)
+    bn_ds = ImageDataset([train_items[i] for i in bn_order], single_crop(model.preprocess), train=False)
     loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
                          rank=rank, world=world)
 
