@@ -68,6 +68,9 @@ def quantize_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
     budget_mb: Annotated[float | None, typer.Option("--budget-mb", help="Storage budget in MB (recipes such as defakeq)")] = None,
     budget_bops: Annotated[float | None, typer.Option("--budget-bops", help="BOPs budget (recipes such as defakeq)")] = None,
+    grad_clip: Annotated[float | None, typer.Option(
+        "--grad-clip", help="Cap each parameter's gradient at this L2 norm and zero non-finite ones "
+                            "(the ablation uses 10; helps W1A1)")] = None,
 ) -> None:
     """Quantize a trained detector: QAT through the training loop, or PTQ (--ptq) with calibration only.
 
@@ -89,20 +92,24 @@ def quantize_command(
                        calib=calib, batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                        kd_weight=kd_weight, size=size, first_last=first_last, lr_schedule=lr_schedule,
                        max_steps=max_steps, quiet=quiet, source=str(model), budget_mb=budget_mb,
-                       budget_bops=budget_bops)
+                       budget_bops=budget_bops, grad_clip=grad_clip)
         fn(fp, data, out, options)
         typer.echo(f"recipe {recipe}: wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
         return
     try:
         qcfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, first_last=first_last)
+        if (qcfg.w_bits, qcfg.a_bits) != (w_bits, a_bits):
+            typer.echo(f"note: --quantizer {quantizer} is 1-bit: quantizing W{qcfg.w_bits}A{qcfg.a_bits} "
+                       f"(not W{w_bits}A{a_bits})")
         _, metrics = run_quantization(fp, data, out, qcfg, epochs=epochs, ptq=ptq, calib=calib,
                                       batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                                       kd_weight=kd_weight, size=size, lr_schedule=lr_schedule, max_steps=max_steps,
-                                      threads=threads, quiet=quiet, provenance={"source_model": str(model)})
+                                      threads=threads, quiet=quiet, provenance={"source_model": str(model)},
+                                      grad_clip=grad_clip)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     cost, v = metrics["cost"], metrics["val"]
-    typer.echo(f"{'PTQ' if ptq else 'QAT'} W{w_bits}A{a_bits} {quantizer}{' +CQB' if cqb else ''}: val acc {v['acc']:.4f}, "
+    typer.echo(f"{'PTQ' if ptq else 'QAT'} W{qcfg.w_bits}A{qcfg.a_bits} {quantizer}{' +CQB' if cqb else ''}: val acc {v['acc']:.4f}, "
                f"AP {v['ap'] or 0:.4f}; OPs {cost['ops'] / 1e6:.1f} M ({cost['ops_ratio']:.1f}x), "
                f"storage {cost['storage_bytes'] / 1e3:.0f} kB ({cost['storage_ratio']:.1f}x)")
     typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")

@@ -73,7 +73,8 @@ def train_command(
 def eval_command(
     model: Annotated[Path, typer.Option("--model", help="A .fakelite file, or an exported .onnx/.tflite (scored "
                                                         "by its runtime: the deployed file itself)")],
-    data: Annotated[Path, typer.Option("--data", help="Root holding one or many test sets (0_real/1_fake)")],
+    data: Annotated[Path, typer.Option("--data", help="Root holding one or many test sets (0_real/1_fake); a "
+                                                      "dataset root with train/ is scored on its test/ only")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write ROC/PR curves and confusion matrices (PNG) here")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
@@ -112,6 +113,8 @@ def eval_command(
 
     if rank_world()[0] != 0:  # under torchrun only rank 0 reports and writes
         return
+    if result.get("note"):
+        typer.echo(f"note: {result['note']}", err=True)
     print_eval(result, title=f"{model} on {data}")
     skipped = sum(s["skipped"] for s in result["sets"].values())
     if skipped:
