@@ -36,10 +36,15 @@ def serve_command(
 
     Example: fakelite serve --model runs/demo/fp/model.fakelite --port 8000 --api-key s3cret
     """
+    from fakelite.deploy.backends import UnknownBackend, canonical
     from fakelite.serve.settings import ServeSettings
 
     if not model.is_file():
         fail(f"{model}: no such model file")
+    try:
+        backend = canonical(backend)
+    except UnknownBackend as e:
+        fail(f"--backend: {e}")
     if workers < 1:
         fail("--workers must be >= 1")
     if not 0 < port < 65536:
@@ -53,7 +58,20 @@ def serve_command(
             tmp_dir=str(tmp_dir) if tmp_dir else None, docs=not no_docs).validate()
     except ValueError as e:
         fail(str(e))
+    _check_model_loads(model, backend, threads)
     from fakelite.serve.app import run_server
 
     typer.echo(f"fakelite serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)", err=True)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def _check_model_loads(model: Path, backend: str, threads: int | None) -> None:
+    """Load the model once before the server starts, so a model that cannot load ends `serve` at once (exit 2,
+    one line) instead of leaving a service that is up but never ready."""
+    from fakelite.deploy.runtime import Detector
+
+    try:
+        Detector.load(model, backend=backend, threads=threads)
+    except Exception as e:  # noqa: BLE001 - any load failure gets the same one-line message
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        fail(why if str(model) in why or model.name in why else f"{model}: cannot load the model ({why})")

@@ -712,6 +712,8 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
     async def model_info(request: Request) -> Response:
         svc.check_auth(request)
         if not svc.ready:
+            if svc.load_error:  # the same answer as /readyz
+                raise ApiError(503, "model_failed", f"model failed to load: {svc.load_error}")
             raise ApiError(503, "model_loading", "model is not loaded yet", {"Retry-After": "1"})
         info = await asyncio.get_running_loop().run_in_executor(None, svc.model_info)
         info["limits"] = {"max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels,
