@@ -155,6 +155,8 @@ def stream_command(
 ) -> None:
     """Real-time detection on a camera, file or stream; drops frames it cannot process in time.
 
+    Ctrl-C (SIGINT) or SIGTERM ends it cleanly: the summary is printed and the --json log written.
+
     Example: fakelite stream --model model.onnx --source clip.mp4 --no-display --json stream.json
     """
     from fakelite.deploy.stream import run_stream
@@ -166,6 +168,8 @@ def stream_command(
                        face_detector=face_detector)
     except RuntimeError as e:
         fail(str(e))
+    if s.get("stopped_by"):
+        typer.echo(f"stopped by {s['stopped_by']}", err=True)
     lat = s["latency_ms"].get("total_ms", {})
     typer.echo(f"{s['processed']} frames processed, {s['dropped']} dropped, {s['fps']} fps; "
                f"latency median {lat.get('median', 0)} ms, p90 {lat.get('p90', 0)} ms")
