@@ -68,6 +68,8 @@ def quantize_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
     budget_mb: Annotated[float | None, typer.Option("--budget-mb", help="Storage budget in MB (recipes such as defakeq)")] = None,
     budget_bops: Annotated[float | None, typer.Option("--budget-bops", help="BOPs budget (recipes such as defakeq)")] = None,
+    keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint", help="Keep --out's checkpoint.safetensors "
+                                                                            "after the run finishes")] = False,
     grad_clip: Annotated[float | None, typer.Option(
         "--grad-clip", help="Cap each parameter's gradient at this L2 norm and zero non-finite ones "
                             "(the ablation uses 10; helps W1A1)")] = None,
@@ -105,7 +107,7 @@ def quantize_command(
                                       batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                                       kd_weight=kd_weight, size=size, lr_schedule=lr_schedule, max_steps=max_steps,
                                       threads=threads, quiet=quiet, provenance={"source_model": str(model)},
-                                      grad_clip=grad_clip)
+                                      grad_clip=grad_clip, keep_checkpoint=keep_checkpoint)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     cost, v = metrics["cost"], metrics["val"]

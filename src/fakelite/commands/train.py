@@ -22,7 +22,12 @@ def train_command(
     crop: Annotated[int | None, typer.Option(help="Crop size (default: the model's, capped by the data's image size)")] = None,
     input: Annotated[str | None, typer.Option("--input", help="npr or rgb (default: the model's)")] = None,
     recipe: Annotated[Path | None, typer.Option(help="YAML recipe (train: keys of TrainConfig; augment: ...)")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from --out's checkpoint (refused when "
+                                              "there is none, unless --fresh)")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="With --resume: start from epoch 0 when --out holds no "
+                                                        "checkpoint (for jobs relaunched with --resume)")] = False,
+    keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint", help="Keep --out's checkpoint.safetensors "
+                                                                            "after the run finishes")] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap steps per epoch (quick runs)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
@@ -39,6 +44,11 @@ def train_command(
     from fakelite.train.distributed import rank_world
     from fakelite.train.loop import TrainConfig, fit
 
+    if resume and not (out / "checkpoint.safetensors").is_file():
+        if not fresh:
+            fail(f"{out}: no checkpoint.safetensors to resume from (is --out right?); add --fresh to start a new "
+                 "run there, or drop --resume")
+        typer.echo(f"note: {out} holds no checkpoint: starting from epoch 0 (--fresh)", err=True)
     try:
         cfg_dict = parse_recipe(recipe) if recipe else {}
         overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -60,7 +70,8 @@ def train_command(
         cfg.crop = crop
     except (FileNotFoundError, KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
-    metrics = fit(m, data, out, cfg, resume=resume, provenance={"recipe": str(recipe) if recipe else None})
+    metrics = fit(m, data, out, cfg, resume=resume, provenance={"recipe": str(recipe) if recipe else None},
+                  keep_checkpoint=keep_checkpoint)
     if rank_world()[0] != 0:  # under torchrun only rank 0 reports
         return
     v, vt = metrics["val"], metrics["val_at_threshold"]

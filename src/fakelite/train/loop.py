@@ -169,15 +169,24 @@ def fit(
     provenance: dict | None = None,
     resume: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    keep_checkpoint: bool | None = None,
 ) -> dict:
     """Train `model` on DATA/train, validate on DATA/val, write OUT/model.fakelite and OUT/metrics.json.
 
     extra_loss(model=..., x=..., y=..., logits=..., teacher_logits=...) adds a term (feature distillation, ...).
-    Returns the metrics dict also written to metrics.json. Runs with torch's deterministic algorithms on.
+    `resume`: continue from OUT/checkpoint.safetensors when it exists (epoch 0 otherwise; the `train` command
+    refuses --resume without a checkpoint). OUT/checkpoint.safetensors (written after every epoch, so that a killed
+    run can resume) is deleted once the run has finished and saved its model, unless `keep_checkpoint` (None: the
+    environment variable FAKELITE_KEEP_CHECKPOINT=1 keeps it). Returns the metrics dict also written to
+    metrics.json. Runs with torch's deterministic algorithms on. Raises TrainingDiverged (a ValueError) when the
+    loss or a parameter becomes NaN/inf, before anything of that epoch is saved.
     """
+    if keep_checkpoint is None:
+        keep_checkpoint = os.environ.get("FAKELITE_KEEP_CHECKPOINT", "0") == "1"
     with deterministic_algorithms():
         return _fit(model, data, out, cfg, teacher=teacher, param_groups=param_groups, extra_loss=extra_loss,
-                    provenance=provenance, resume=resume, on_epoch_end=on_epoch_end)
+                    provenance=provenance, resume=resume, on_epoch_end=on_epoch_end,
+                    keep_checkpoint=keep_checkpoint)
 
 
 def _fit(
@@ -192,6 +201,7 @@ def _fit(
     provenance: dict | None,
     resume: bool,
     on_epoch_end: Callable[[int, dict], None] | None,
+    keep_checkpoint: bool,
 ) -> dict:
     t_start = time.time()
     data, out = Path(data), Path(out)
@@ -368,6 +378,6 @@ def _fit(
 
         barrier()  # no rank returns before rank 0 has written the artifact
     model.threshold = threshold
-    if os.environ.get("FAKELITE_KEEP_CHECKPOINT", "1") == "0" and ckpt_path.exists():
+    if not keep_checkpoint and rank == 0 and ckpt_path.exists():  # the run is complete: nothing left to resume
         ckpt_path.unlink()
     return metrics
