@@ -27,7 +27,7 @@ def _labels(paths: list[Path]) -> list[str]:
 def robustness_command(
     model: Annotated[list[Path], typer.Option("--model", help="A .fakelite file; repeat to compare models side by side")],
     data: Annotated[Path, typer.Option("--data", help="Test sets root (a dataset root with test/ uses test/)")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for robustness.{md,json} and robustness_<pert>.png")] = Path("docs/results"),
+    out: Annotated[Path, typer.Option("--out", help="Run folder for robustness.{md,json} and robustness_<pert>.png")] = Path("runs/robustness"),
     quick: Annotated[bool, typer.Option(help="Subsample to --per-set images per test set (balanced)")] = False,
     per_set: Annotated[int, typer.Option("--per-set", help="Images per test set with --quick")] = 100,
     perturbation: Annotated[list[str] | None, typer.Option("--perturbation", "-p", help="Only these (jpeg, blur, rescale, noise, low_light, occlusion, wild); repeatable")] = None,
