@@ -188,8 +188,13 @@ def bench_command(
                                                      "process, with speed ratios")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Calibration images for onnx-int8 of FP models")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
+    fp_model: Annotated[Path | None, typer.Option("--fp-model", help="Full-precision .fakelite timed first in PyTorch "
+                                                                     "(row torch-fp32): the baseline of the ratios")] = None,
 ) -> None:
     """Latency (median, p90), throughput, peak RSS and model bytes of one or several backends.
+
+    Ratios are against the first row. For a quantized model, `torch` runs the fake-quant PyTorch model (simulated
+    quantization, slower than FP32); --fp-model times the FP32 model instead, which is what the README's ratios use.
 
     Example: fakelite bench --model runs/q/model.fakelite --compare torch,onnx-int8 --size 224 --threads 1
     """
@@ -204,20 +209,25 @@ def bench_command(
         fail(f"unknown backend {bad[0]!r}; choose from {', '.join(BENCH_BACKENDS)}")
     if not model.is_file():
         fail(f"{model}: no such model file")
+    from fakelite.deploy.bench_report import add_baseline, bench_table, fake_quant_note
+
+    if fp_model is not None and not fp_model.is_file():
+        fail(f"{fp_model}: no such model file")
     try:
-        if compare:
+        if compare or fp_model is not None:
             res = run_compare(model, names, size, threads, batch, runs, data)
-            for b, r in res["results"].items():
-                typer.echo(f"{b:10s} median {r['latency_ms']['median']:8.2f} ms  p90 {r['latency_ms']['p90']:8.2f} ms  "
-                           f"{r['throughput_ips']:8.1f} img/s  RSS {r['peak_rss_mb']:6.0f} MB  {r['model_bytes']:,} B  "
-                           f"×{res['speedup_vs_' + names[0]][b]:.2f} vs {names[0]}")
+            if fp_model is not None:
+                res = add_baseline(res, run_compare(fp_model, ["torch"], size, threads, batch, runs, data))
         else:
             with tempfile.TemporaryDirectory() as td:
                 f = prepare(model, names[0], Path(td), data)
                 res = run_bench(f, names[0], size, threads, batch, runs=runs)
-            typer.echo(json.dumps(res, indent=1))
     except (ValueError, RuntimeError) as e:
         fail(str(e))
+    typer.echo(bench_table(res))
+    note = fake_quant_note(model, res, fp_model)
+    if note:
+        typer.echo(note, err=True)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(res, indent=1))
