@@ -49,3 +49,17 @@ def test_fake_quant_baseline_is_named(w2a2):
                             "--runs", "2"])
     assert r.exit_code == 0, r.output
     assert "fake-quant" in r.output and "--fp-model" in r.output
+
+
+def test_export_summary_counts_every_op_of_the_graph(w2a2, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from collections import Counter
+
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(app, ["export", "--model", str(w2a2), "--out", str(out), "--check", "0"])
+    assert r.exit_code == 0, r.output
+    counts = Counter(n.op_type for n in onnx.load(str(out)).graph.node)
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("wrote"))
+    for op, n in counts.items():
+        assert f"{op}×{n}" in line, (op, line)
+    assert f"{sum(counts.values())} nodes" in line

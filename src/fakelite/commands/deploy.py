@@ -73,9 +73,9 @@ def export_command(
         rep = export_onnx(m, out, int8=int8, calib=cal, strict=strict)
     except ValueError as e:
         fail(str(e))
-    ops = rep["ops"]
-    typer.echo(f"wrote {out} ({rep['kind']}, {out.stat().st_size:,} bytes): "
-               + ", ".join(f"{k}×{ops[k]}" for k in ("QLinearConv", "ConvInteger", "Conv", "QuantizeLinear") if k in ops))
+    from fakelite.deploy.export_report import op_summary
+
+    typer.echo(f"wrote {out} ({rep['kind']}, {out.stat().st_size:,} bytes): {op_summary(rep['ops'])}")
     if rep.get("layers"):
         floats = {k: v for k, v in rep["layers"].items() if v.startswith("float") or "rounded" in v}
         if floats:
