@@ -53,7 +53,7 @@ def quantize_command(
     epochs: Annotated[int, typer.Option(help="QAT epochs (ignored with --ptq)")] = 10,
     ptq: Annotated[bool, typer.Option("--ptq", help="Post-training quantization only: calibrate, no training")] = False,
     calib: Annotated[int, typer.Option("--calib", help="Training images used for calibration / quantizer init")] = 256,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training and calibration batch size")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate (quantizer parameters of N2UQ kinds get lr/10)")] = 2e-4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     teacher_kd: Annotated[bool, typer.Option("--teacher-kd/--no-teacher-kd",

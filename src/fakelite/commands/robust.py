@@ -32,7 +32,7 @@ def robustness_command(
     per_set: Annotated[int, typer.Option("--per-set", help="Images per test set with --quick")] = 100,
     perturbation: Annotated[list[str] | None, typer.Option("--perturbation", "-p", help="Only these (jpeg, blur, rescale, noise, low_light, occlusion, wild); repeatable")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random perturbations (noise, occlusion) and of --quick")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per inference batch")] = 64,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
 ) -> None:

@@ -88,7 +88,7 @@ def eval_command(
                                                       "dataset root with train/ is scored on its test/ only")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write ROC/PR curves and confusion matrices (PNG) here")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per inference batch")] = 64,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
 ) -> None:
