@@ -9,12 +9,18 @@ from typing import Annotated
 import typer
 
 from fakelite.commands.common import fail, load_model_or_fail
+from fakelite.deploy.backends import HELP as BACKEND_HELP
 
 
 def _load_detector(model: Path, backend: str = "auto", threads: int | None = None):
     from fakelite.artifact import ArtifactError
+    from fakelite.deploy.backends import UnknownBackend, canonical
     from fakelite.deploy.runtime import Detector
 
+    try:
+        backend = canonical(backend)
+    except UnknownBackend as e:
+        fail(f"--backend: {e}")
     try:
         return Detector.load(model, backend=backend, threads=threads)
     except ArtifactError as e:
@@ -101,7 +107,7 @@ def detect_command(
                                               help="Resize face crops to the model's input side (for models trained on "
                                                    "resized face crops); default keeps native pixels, as NPR needs")] = False,
     annotate: Annotated[Path | None, typer.Option(help="Write the (first) video annotated with boxes/scores (mp4)")] = None,
-    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | litert")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
 ) -> None:
@@ -150,7 +156,7 @@ def stream_command(
     json_log: Annotated[Path | None, typer.Option("--json", help="Write the per-frame log + summary here")] = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after this many processed frames")] = None,
     face_detector: Annotated[str, typer.Option("--face-detector", help="haar | blazeface")] = "haar",
-    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | litert")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
 ) -> None:
     """Real-time detection on a camera, file or stream; drops frames it cannot process in time.
