@@ -95,8 +95,9 @@ def quantize_command(
                        kd_weight=kd_weight, size=size, first_last=first_last, lr_schedule=lr_schedule,
                        max_steps=max_steps, quiet=quiet, source=str(model), budget_mb=budget_mb,
                        budget_bops=budget_bops, grad_clip=grad_clip)
-        fn(fp, data, out, options)
-        typer.echo(f"recipe {recipe}: wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+        metrics = fn(fp, data, out, options)
+        typer.echo(_summary(f"recipe {recipe}", metrics if isinstance(metrics, dict) else {}))
+        typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
         return
     try:
         qcfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, first_last=first_last)
@@ -110,11 +111,25 @@ def quantize_command(
                                       grad_clip=grad_clip, keep_checkpoint=keep_checkpoint)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    cost, v = metrics["cost"], metrics["val"]
-    typer.echo(f"{'PTQ' if ptq else 'QAT'} W{qcfg.w_bits}A{qcfg.a_bits} {quantizer}{' +CQB' if cqb else ''}: val acc {v['acc']:.4f}, "
-               f"AP {v['ap'] or 0:.4f}; OPs {cost['ops'] / 1e6:.1f} M ({cost['ops_ratio']:.1f}x), "
-               f"storage {cost['storage_bytes'] / 1e3:.0f} kB ({cost['storage_ratio']:.1f}x)")
+    typer.echo(_summary(f"{'PTQ' if ptq else 'QAT'} W{qcfg.w_bits}A{qcfg.a_bits} {quantizer}{' +CQB' if cqb else ''}",
+                        metrics))
     typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+
+
+def _summary(label: str, metrics: dict) -> str:
+    """'LABEL: val acc …, AP …; OPs … M (…x), storage … kB (…x)' from a metrics dict with "val" and "cost" (parts
+    that are missing are left out; kB = 1000 bytes)."""
+    parts = []
+    v = metrics.get("val") or {}
+    if v.get("acc") is not None:
+        parts.append(f"val acc {v['acc']:.4f}, AP {v.get('ap') or 0:.4f}")
+    elif not v:
+        parts.append("no val/ split: no accuracy")
+    c = metrics.get("cost") or {}
+    if c:
+        parts.append(f"OPs {c['ops'] / 1e6:.1f} M ({c['ops_ratio']:.1f}x), "
+                     f"storage {c['storage_bytes'] / 1e3:.0f} kB ({c['storage_ratio']:.1f}x)")
+    return f"{label}: " + "; ".join(parts)
 
 
 def cost_command(
