@@ -137,5 +137,7 @@ def eval_command(
     if plots is not None and scores:
         from fakelite.eval.plots import eval_plots
 
-        written = eval_plots(scores, result["threshold"], plots)
+        seen = (getattr(m, "provenance", None) or {}).get("data")
+        title = f"{model.name}{f' (trained on {seen})' if seen else ''} on {result.get('root', data)}"
+        written = eval_plots(scores, result["threshold"], plots, title=title)
         typer.echo(f"wrote {len(written)} plot(s) to {plots}")
