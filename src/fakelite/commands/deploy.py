@@ -65,6 +65,9 @@ def export_command(
         except (LiteRTUnavailable, ValueError) as e:
             fail(str(e))
         typer.echo(f"wrote {out} ({rep['kind']}, {rep['bytes']:,} bytes) and {out}.json (header)")
+        if rep["kind"] == "tflite-integer-emulated":
+            typer.echo("note: LiteRT has no low-bit kernels: this graph computes the integer codes in float "
+                       "(same decisions, not faster); the ONNX export runs them as integers", err=True)
         if check:
             x = torch.from_numpy(calibration_array(m.preprocess, data, check, seed=1))
             p = parity_tflite(m, out, x)
