@@ -30,3 +30,18 @@ def test_finished_run_removes_its_checkpoint_unless_kept(tiny_data, tmp_path):
     r = _train(tiny_data, tmp_path / "b", "--keep-checkpoint")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "b" / "checkpoint.safetensors").exists()
+
+
+def test_architecture_default_recipe_is_used_unless_overridden(tiny_data, tmp_path):
+    import json
+
+    from fakelite.models import get_entry
+
+    assert get_entry("mobilenetv3_small").training["lr"] == 1e-3 and get_entry("npr_resnet23").training["lr"] == 2e-4
+    for extra, want in (([], 1e-3), (["--lr", "5e-4"], 5e-4)):
+        out = tmp_path / f"mbv3{len(extra)}"
+        r = _train(tiny_data, out, "--model", "mobilenetv3_small", *extra)
+        assert r.exit_code == 0, r.output
+        assert json.loads((out / "metrics.json").read_text())["config"]["lr"] == want
+    models = runner.invoke(app, ["models"]).output
+    assert "train: lr 0.001" in models and "train: lr 0.0002" in models

@@ -89,7 +89,9 @@ def models_command() -> None:
     for name in list_models():
         m = create_model(name)
         n = sum(p.numel() for p in m.parameters())
-        typer.echo(f"{name:20s} {n:>12,d} params  {get_entry(name).description}")
+        e = get_entry(name)
+        recipe = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in e.training.items())
+        typer.echo(f"{name:20s} {n:>12,d} params  {e.description}" + (f"  [train: {recipe}]" if recipe else ""))
 
 
 def _register_optional() -> None:
