@@ -42,3 +42,11 @@ def test_eval_of_a_root_with_train_but_no_test_is_refused(tiny_fp_model, tiny_da
 def test_plain_folders_are_scored_as_given(tiny_data):
     assert eval_root(tiny_data / "test") == (tiny_data / "test", None)
     assert eval_root(tiny_data / "test" / "gen_a") == (tiny_data / "test" / "gen_a", None)
+
+
+def test_a_class_named_train_is_not_a_training_split(tmp_path):
+    # ForenSynths test/progan holds LSUN classes, one of them called "train"
+    for cls in ("airplane", "train"):
+        for lab in ("0_real", "1_fake"):
+            (tmp_path / "progan" / cls / lab).mkdir(parents=True)
+    assert eval_root(tmp_path / "progan") == (tmp_path / "progan", None)

@@ -1,19 +1,29 @@
 """Which folder an evaluation scores when it is given a whole dataset root.
 
 A dataset root in the ForenSynths/FaceSynth layout holds `train/`, `val/` and `test/`. Scoring every set under it
-would put training images into the test mean (a 93 % detector reads 97 %), so a root that holds `train/` is
-evaluated on its `test/` folder, and refused when it has none. Any other folder is scored as given.
+would put training images into the test mean (a 93 % detector reads 97 %), so a root that holds `train/` (or
+`val/`) is evaluated on its `test/` folder, and refused when it has none. Any other folder is scored as given —
+including a ForenSynths generator folder such as `test/progan`, whose LSUN class folders include one named `train`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from fakelite.data.folders import CLASS_NAMES
+
 TRAINING_SPLITS = ("train", "val")
 
 
 class MixedSplitsError(FileNotFoundError):
     """ROOT holds training data and no `test/` folder to evaluate instead."""
+
+
+def _class_folders_only(root: Path) -> bool:
+    """True when every subfolder is a ForenSynths/LSUN class name: `test/progan` holds a class called `train`
+    (a test set of trains), which is not a training split."""
+    names = {p.name.lower() for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return bool(names) and names <= CLASS_NAMES and "val" not in names and "test" not in names
 
 
 def eval_root(root: str | Path) -> tuple[Path, str | None]:
@@ -24,7 +34,7 @@ def eval_root(root: str | Path) -> tuple[Path, str | None]:
     """
     root = Path(root)
     held = [s for s in TRAINING_SPLITS if (root / s).is_dir()]
-    if not held:
+    if not held or _class_folders_only(root):
         return root, None
     test = root / "test"
     if test.is_dir():
