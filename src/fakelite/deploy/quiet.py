@@ -33,7 +33,12 @@ NATIVE_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GLOG_minloglevel": "2"}
 def _fd2_captured() -> Iterator[Any]:
     sys.stderr.flush()
     with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no file descriptor 2 (a detached process): nothing to capture
+            tmp.captured = ""  # type: ignore[attr-defined]
+            yield tmp
+            return
         try:
             os.dup2(tmp.fileno(), 2)
             yield tmp
