@@ -23,7 +23,7 @@ import json, sys, glob
 best, key = None, -1.0
 for f in glob.glob(f"{sys.argv[1]}/sweep_*/results.json"):
     for name, r in json.load(open(f)).items():
-        k = max(r["eval"][p]["sets"]["val"]["auc"] for p in ("center", "tiles"))
+        k = max(e["sets"]["val"]["auc"] for e in r["eval"].values())
         if k > key:
             best, key = f"{f.rsplit('/', 1)[0]}/{name}/model.fakelite", k
 print(best)

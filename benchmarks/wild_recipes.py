@@ -2,8 +2,8 @@
 
 Trains npr_resnet23 with each candidate recipe on WildSynth's train split (seen generator families), then scores
 val (seen families, held-out sources) and every test family, including the held-out ones, under two scoring
-policies: ``center`` (one centre crop) and ``tiles`` (mean logit over up to 16 evenly spaced crops at native
-resolution). The threshold for TPR is the one that flags 5 % of the val reals.
+policies: ``center`` (one centre crop), ``tiles`` (mean logit over up to 16 evenly spaced crops at native
+resolution; also max and top-3 aggregation) and ``resize256`` (CNNDetection's). The threshold for TPR is the one that flags 5 % of the val reals.
 
     python benchmarks/wild_recipes.py --data runs/wildsynth --out runs/wild_recipes [--device cuda] [--only A,B]
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 import fakelite
 from fakelite.data.folders import discover_sets, labelled_images
 from fakelite.data.io import BadInput, load_rgb
-from fakelite.data.transforms import AugmentConfig, to_tensor
+from fakelite.data.transforms import AugmentConfig, aggregate_logits, eval_crops, to_tensor
 from fakelite.train.loop import TrainConfig, fit
 
 AUG_FIELD = AugmentConfig(hflip=0.5, blur_prob=0.1, blur_sigma=(0.0, 2.0), jpeg_prob=0.2, jpeg_quality=(60, 100),
@@ -41,42 +42,24 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def tile_boxes(h: int, w: int, crop: int, max_tiles: int = 16) -> list[tuple[int, int]]:
-    """Top-left corners of up to max_tiles crop×crop tiles on an evenly spaced grid covering the image."""
-    if h <= crop and w <= crop:
-        return [(0, 0)]
-    ny, nx = max(1, -(-h // crop)), max(1, -(-w // crop))
-    while ny * nx > max_tiles:
-        if ny >= nx:
-            ny -= 1
-        else:
-            nx -= 1
-    ys = np.linspace(0, max(0, h - crop), ny).round().astype(int)
-    xs = np.linspace(0, max(0, w - crop), nx).round().astype(int)
-    return [(int(y), int(x)) for y in ys for x in xs]
+POLICIES = {"center": {"policy": "center"}, "tiles": {"policy": "tiles", "aggregate": "mean"},
+            "tiles-max": {"policy": "tiles", "aggregate": "max"}, "tiles-top3": {"policy": "tiles", "aggregate": "topk"},
+            "resize256": {"policy": "resize256"}}
 
 
 @torch.no_grad()
 def score_folder(model, items, device, policy: str) -> tuple[np.ndarray, np.ndarray]:
-    pre = model.preprocess
-    c = pre.crop
+    """One logit per image under a named policy of POLICIES, through fakelite's own crops and aggregation."""
+    pre = replace(model.preprocess, **POLICIES[policy])
     scores, labels = [], []
     for path, label in items:
         try:
             img = load_rgb(path)
         except BadInput:
             continue
-        h, w = img.shape[:2]
-        if policy == "center":
-            y, x = max(0, (h - c) // 2), max(0, (w - c) // 2)
-            boxes = [(y, x)]
-        else:
-            boxes = tile_boxes(h, w, c)
-        xs = torch.stack([to_tensor(img[y : y + c, x : x + c], pre) for y, x in boxes])
-        if xs.shape[-1] % 2 or xs.shape[-2] % 2:
-            xs = xs[..., : xs.shape[-2] // 2 * 2, : xs.shape[-1] // 2 * 2]
+        xs = torch.stack([to_tensor(c, pre) for c in eval_crops(img, pre)])
         logits = model(xs.to(device)).view(-1).float().cpu().numpy()
-        scores.append(float(logits.mean()))
+        scores.append(aggregate_logits(logits, pre))
         labels.append(label)
     return np.asarray(scores), np.asarray(labels)
 
@@ -85,7 +68,7 @@ def evaluate_recipe(model, data: Path, device) -> dict:
     model.eval().to(device)
     res: dict = {}
     val_items = labelled_images(data / "val")
-    for policy in ("center", "tiles"):
+    for policy in POLICIES:
         vs, vy = score_folder(model, val_items, device, policy)
         thr = float(np.quantile(vs[vy == 0], 0.95))  # 5 % of held-out val reals above it
         fam: dict = {"val": {"auc": float(roc_auc_score(vy, vs)), "tpr": float((vs[vy == 1] > thr).mean())}}

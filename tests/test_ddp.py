@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent('''
     data, out, bs = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.manual_seed(0)
     m = create_model("npr_resnet23")
-    met = fit(m, data, out, TrainConfig(epochs=2, batch_size=bs, lr=1e-3, crop=32, quiet=True, threads=1))
+    met = fit(m, data, out, TrainConfig(epochs=2, batch_size=bs, lr=1e-3, crop=32, quiet=True, threads=1),
+              keep_checkpoint=True)
     rank = int(os.environ.get("RANK", "0"))
     h = hashlib.sha256()
     for k, v in sorted(m.named_parameters()):

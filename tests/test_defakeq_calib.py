@@ -76,6 +76,10 @@ def test_compare_quick_cli(tiny_data, tiny_fp_model, tmp_path):
         if row["method"] in ("haq-calib", "haq-veft-calib"):
             assert row["storage_bytes"] <= budget
     assert "DeFakeQ" in (out / "defakeq.md").read_text()
-    assert (tmp_path / "img" / "defakeq_auc_storage.png").exists()
+    assert (out / "img" / "defakeq_auc_storage.png").exists()  # charts inside the run folder by default
+    import re
+
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", (out / "defakeq.md").read_text()):
+        assert (out / link).exists(), link
     r = CliRunner().invoke(app, ["--data", str(tmp_path / "nope"), "--fp", str(fp_path), "--out", str(out)])
     assert r.exit_code != 0 and "nope" in r.output

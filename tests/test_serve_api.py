@@ -180,12 +180,14 @@ def test_detect_video(tmp_path):
         assert len(body["frames"]) == 4 and body["aggregate"] == "mean"
         assert [fr["score"] for fr in body["frames"]] == pytest.approx([0.3] * 4)
         assert body["score"] == pytest.approx(0.3) and body["duration_s"] == pytest.approx(2.0, abs=0.3)
+        assert body["input"] == "whole frames"  # what was scored (it was null for videos)
         # faces=auto on a clip without faces: a 200 with no score and a note, never a made-up 0.5
         r = c.post("/v1/detect", data={"frames": "3", "aggregate": "confident"},
                    files={"file": ("clip.mp4", clip, "video/mp4")})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["score"] is None and body["label"] is None and "no face" in body["note"]
+        assert body["input"] is None  # nothing was scored
         assert len(body["frames"]) == 3 and body["aggregate"] == "confident"
         assert_error(post_file(c, "clip.mp4", clip, params={"frames": 999}), 400, "bad_parameter")
         assert_error(post_file(c, "clip.mp4", clip, params={"aggregate": "max"}), 400, "bad_parameter")

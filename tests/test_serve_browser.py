@@ -155,3 +155,42 @@ def test_page_upload_in_chromium(tiny_fp_model, tiny_data, facesynth_quick, tmp_
             finally:
                 browser.close()
     assert shot.exists() and shot.stat().st_size > 5000
+
+
+def test_docs_page_renders_in_chromium(tiny_fp_model):
+    """/docs in the real browser: Swagger UI must render FastAPI's OpenAPI 3.1 document (Swagger UI 3 from
+    swagger-ui-bundle showed "Unable to render this definition" while every request answered 200)."""
+    exe = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    from fakelite.serve.app import create_app
+    from fakelite.serve.settings import ServeSettings
+
+    _, model_path = tiny_fp_model
+    app = create_app(model_path, ServeSettings(threads=1))
+    with LoopbackServer(app) as srv:
+        assert httpx.get(srv.url + "/openapi.json").json()["openapi"].startswith("3.1")
+        with sync_api.sync_playwright() as pw:
+            try:
+                browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
+            except Exception as e:  # noqa: BLE001 - a Chromium that cannot start is "not available here"
+                pytest.skip(f"Chromium at {exe} did not start: {str(e).splitlines()[0][:200]}")
+            try:
+                page = browser.new_page(viewport={"width": 1000, "height": 720})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                external: list[str] = []
+                page.on("request", lambda r: external.append(r.url) if not r.url.startswith(srv.url) else None)
+                page.goto(srv.url + "/docs", wait_until="load")
+                page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+                body = page.inner_text("body")
+                assert "Unable to render" not in body
+                paths = page.locator(".opblock-summary-path").all_inner_texts()
+                assert {"/v1/detect", "/v1/model", "/readyz"} <= {p.strip() for p in paths}, paths
+                page.locator(".opblock-summary-path", has_text="/v1/detect").first.click()
+                sync_api.expect(page.locator(".opblock-body").first).to_contain_text("multipart/form-data",
+                                                                                    timeout=10_000)
+                assert not errors, errors
+                assert not [u for u in external if not u.startswith(("data:", "blob:"))], external
+            finally:
+                browser.close()

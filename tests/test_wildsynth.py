@@ -28,7 +28,13 @@ from fakelite.data.postprocess import (
     shortcut_probe,
 )
 from fakelite.data.synth import default_cache_dir, fetch_celeba_wheel, psnr
-from fakelite.data.wildsynth import FAMILIES, HELDOUT_FAMILIES, TRAIN_FAMILIES, build_wildsynth, celeba_face_mask
+from fakelite.data.wildsynth import (
+    FAMILIES,
+    HELDOUT_FAMILIES,
+    TRAIN_FAMILIES,
+    build_wildsynth,
+    celeba_face_mask,
+)
 
 
 def _face() -> np.ndarray:

@@ -4,20 +4,77 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import typer
+import typer.core
 
 from fakelite.commands import train as train_cmds
 
+
+def _option_type_label(self, ctx):
+    """The type column of `--help`: on/off flags take no value, so they show none (typer prints `<bool>`, which
+    reads as if `--ptq true` worked); a repeatable option shows its element type, not `<list[Path]>`."""
+    if self.is_flag or self.count:
+        return None
+    label = _typer_type_label(self, ctx)
+    if isinstance(label, str) and self.multiple:
+        label = re.sub(r"^<list\[(.+)\]>$", r"<\1>", label) + " (repeatable)"
+    return label
+
+
+def _argument_type_label(self, ctx):
+    """A variadic argument (`paths...`) shows its element type (`<Path>`), not `<list[Path]>`."""
+    label = _typer_argument_label(self, ctx)
+    return re.sub(r"^<list\[(.+)\]>$", r"<\1>", label) if isinstance(label, str) else label
+
+
+_typer_type_label = typer.core.TyperOption.display_type_rich
+_typer_argument_label = typer.core.TyperArgument.display_type_rich
+typer.core.TyperOption.display_type_rich = _option_type_label
+typer.core.TyperArgument.display_type_rich = _argument_type_label
+
+APP_HELP = """Train, compress and deploy lightweight deepfake detectors on CPU.
+
+Start with: fakelite demo   (builds a small benchmark, trains, quantizes, exports and benchmarks; see README)
+
+Example: fakelite detect photo.jpg clip.mp4 --model runs/demo/fp/model.fakelite --json verdicts.json
+
+Example: fakelite train --data runs/demo/data --out runs/fp --epochs 5 && fakelite eval --model runs/fp/model.fakelite --data runs/demo/data/test
+
+Each command has --help with an example."""
+
 app = typer.Typer(
     name="fakelite",
-    help="Train, compress and deploy lightweight deepfake detectors. Start with: make demo",
+    help=APP_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Datasets: build the FaceSynth and WildSynth benchmarks, split folders.", no_args_is_help=True)
+data_app = typer.Typer(help="""Datasets: build the FaceSynth and WildSynth benchmarks, split folders.
+
+Example: fakelite data synth --out runs/facesynth64 --size 64
+
+Example: fakelite data wild --out runs/wildsynth
+
+Example: fakelite data split --src faces/ --ratios 70/15/15 --out faces_split --link""", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from fakelite import __version__
+
+        typer.echo(f"fakelite {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit"),
+) -> None:
+    """Options of `fakelite` itself (the commands are listed below)."""
 
 app.command("train")(train_cmds.train_command)
 app.command("eval")(train_cmds.eval_command)
@@ -36,7 +93,9 @@ def models_command() -> None:
     for name in list_models():
         m = create_model(name)
         n = sum(p.numel() for p in m.parameters())
-        typer.echo(f"  {name:20s} {n:>12,d} params  {get_entry(name).description}")
+        e = get_entry(name)
+        recipe = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in e.training.items())
+        typer.echo(f"  {name:20s} {n:>12,d} params  {e.description}" + (f"  [train: {recipe}]" if recipe else ""))
     typer.echo("packaged models (--model NAME):")
     for r in packaged_models():
         if not r["installed"]:

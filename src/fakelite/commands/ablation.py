@@ -23,7 +23,7 @@ def ablation_command(
     fp_npr: Annotated[Path | None, typer.Option("--fp-npr", help="Use this FP NPR model instead of training one")] = None,
     fp_rgb: Annotated[Path | None, typer.Option("--fp-rgb", help="Use this FP RGB model instead of training one")] = None,
     lr: Annotated[float, typer.Option(help="QAT learning rate (quantizer parameters get lr/10)")] = 2e-4,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size of every row")] = 32,
     calib: Annotated[int, typer.Option("--calib", help="Calibration images per QAT row")] = 256,
     teacher_kd: Annotated[bool, typer.Option("--teacher-kd/--no-teacher-kd",
                                              help="Logit KD from the FP model in every QAT row")] = False,

@@ -10,6 +10,7 @@ effect is shown on the uniform model instead (its storage then exceeds W2 by the
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -97,7 +98,7 @@ def run_compare(fp: Any, data: Path, out: Path, img_dir: Path | None = None, qui
     t_all = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    img_dir = Path(img_dir) if img_dir else out.parent / "img"
+    img_dir = Path(img_dir) if img_dir else out / "img"
     img_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     fp.eval()
@@ -247,9 +248,8 @@ def markdown(res: dict[str, Any], plots: dict[str, Path], out: Path) -> str:
     lines.append("")
     for k, p in plots.items():
         try:
-            rel = Path(p).resolve().relative_to(out.resolve().parent)
-            link = f"../{rel}"
-        except ValueError:
+            link = Path(os.path.relpath(Path(p).resolve(), out.resolve())).as_posix()
+        except ValueError:  # another drive (Windows)
             link = str(p)
         lines.append(f"![{k}]({link})")
     return "\n".join(lines) + "\n"
@@ -258,8 +258,8 @@ def markdown(res: dict[str, Any], plots: dict[str, Path], out: Path) -> str:
 def compare_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset root with train/ and test/<set>/{0_real,1_fake}")],
     fp: Annotated[Path, typer.Option("--fp", help="Full-precision .fakelite to quantize")],
-    out: Annotated[Path, typer.Option("--out", help="Writes defakeq.md and defakeq.json here")] = Path("docs/results"),
-    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Charts folder (default: OUT/../img)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: writes defakeq.md and defakeq.json here")] = Path("runs/compare"),
+    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Charts folder (default: OUT/img)")] = None,
     calib: Annotated[int, typer.Option("--calib", help="Calibration images from train/")] = 256,
     per_set: Annotated[int, typer.Option("--per-set", help="Test images per set (balanced; 0 = all)")] = 200,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke test: W3 budget; PTQ percentile, HAQ+calib, HAQ+VEFT+calib; 1 step per phase")] = False,
@@ -269,7 +269,7 @@ def compare_command(
 ) -> None:
     """Compare DeFakeQ (HAQ mixed precision, VEFT, progressive contrastive calibration) with uniform PTQ.
 
-    Example: fakelite compare --data runs/facesynth64 --fp runs/fp64/model.fakelite --out docs/results --threads 2
+    Example: fakelite compare --data runs/facesynth64 --fp runs/fp64/model.fakelite --out runs/compare --threads 2
     """
     import torch
 

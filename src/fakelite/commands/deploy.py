@@ -9,14 +9,20 @@ from typing import Annotated
 import typer
 
 from fakelite.commands.common import fail, load_model_or_fail, resolve_model_or_fail, scoring_overrides
+from fakelite.deploy.backends import HELP as BACKEND_HELP
 
 POLICY_HELP = "Scoring of large images: center | resize256 | tiles (default: the model's stored policy)"
 
 
 def _load_detector(model: Path, backend: str = "auto", threads: int | None = None):
     from fakelite.artifact import ArtifactError
+    from fakelite.deploy.backends import UnknownBackend, canonical
     from fakelite.deploy.runtime import Detector
 
+    try:
+        backend = canonical(backend)
+    except UnknownBackend as e:
+        fail(f"--backend: {e}")
     try:
         return Detector.load(model, backend=backend, threads=threads)
     except ArtifactError as e:
@@ -64,6 +70,9 @@ def export_command(
         except (LiteRTUnavailable, ValueError) as e:
             fail(str(e))
         typer.echo(f"wrote {out} ({rep['kind']}, {rep['bytes']:,} bytes) and {out}.json (header)")
+        if rep["kind"] == "tflite-integer-emulated":
+            typer.echo("note: LiteRT has no low-bit kernels: this graph computes the integer codes in float "
+                       "(same decisions, not faster); the ONNX export runs them as integers", err=True)
         if check:
             x = torch.from_numpy(calibration_array(m.preprocess, data, check, seed=1))
             p = parity_tflite(m, out, x)
@@ -78,9 +87,9 @@ def export_command(
         rep = export_onnx(m, out, int8=int8, calib=cal, strict=strict)
     except ValueError as e:
         fail(str(e))
-    ops = rep["ops"]
-    typer.echo(f"wrote {out} ({rep['kind']}, {out.stat().st_size:,} bytes): "
-               + ", ".join(f"{k}×{ops[k]}" for k in ("QLinearConv", "ConvInteger", "Conv", "QuantizeLinear") if k in ops))
+    from fakelite.deploy.export_report import op_summary
+
+    typer.echo(f"wrote {out} ({rep['kind']}, {out.stat().st_size:,} bytes): {op_summary(rep['ops'])}")
     if rep.get("layers"):
         floats = {k: v for k, v in rep["layers"].items() if v.startswith("float") or "rounded" in v}
         if floats:
@@ -107,7 +116,7 @@ def detect_command(
                                               help="Resize face crops to the model's input side (for models trained on "
                                                    "resized face crops); default keeps native pixels, as NPR needs")] = False,
     annotate: Annotated[Path | None, typer.Option(help="Write the (first) video annotated with boxes/scores (mp4)")] = None,
-    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | litert")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
     policy: Annotated[str | None, typer.Option("--policy", help=POLICY_HELP)] = None,
@@ -161,10 +170,12 @@ def stream_command(
     json_log: Annotated[Path | None, typer.Option("--json", help="Write the per-frame log + summary here")] = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after this many processed frames")] = None,
     face_detector: Annotated[str, typer.Option("--face-detector", help="haar | blazeface")] = "haar",
-    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | litert")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
 ) -> None:
     """Real-time detection on a camera, file or stream; drops frames it cannot process in time.
+
+    Ctrl-C (SIGINT) or SIGTERM ends it cleanly: the summary is printed and the --json log written.
 
     Example: fakelite stream --model model.onnx --source clip.mp4 --no-display --json stream.json
     """
@@ -177,6 +188,8 @@ def stream_command(
                        face_detector=face_detector)
     except RuntimeError as e:
         fail(str(e))
+    if s.get("stopped_by"):
+        typer.echo(f"stopped by {s['stopped_by']}", err=True)
     lat = s["latency_ms"].get("total_ms", {})
     typer.echo(f"{s['processed']} frames processed, {s['dropped']} dropped, {s['fps']} fps; "
                f"latency median {lat.get('median', 0)} ms, p90 {lat.get('p90', 0)} ms")
@@ -201,8 +214,13 @@ def bench_command(
                                                                 "resize256 | tiles)")] = None,
     aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk")] = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side for --policy")] = 1024,
+    fp_model: Annotated[Path | None, typer.Option("--fp-model", help="Full-precision .fakelite timed first in PyTorch "
+                                                                     "(row torch-fp32): the baseline of the ratios")] = None,
 ) -> None:
     """Latency (median, p90), throughput, peak RSS and model bytes of one or several backends.
+
+    Ratios are against the first row. For a quantized model, `torch` runs the fake-quant PyTorch model (simulated
+    quantization, slower than FP32); --fp-model times the FP32 model instead, which is what the README's ratios use.
 
     Example: fakelite bench --model runs/q/model.fakelite --compare torch,onnx-int8 --size 224 --threads 1
     """
@@ -218,27 +236,31 @@ def bench_command(
     model = resolve_model_or_fail(model)
     if not model.is_file():
         fail(f"{model}: no such model file")
+    from fakelite.deploy.bench_report import add_baseline, bench_table, fake_quant_note
     from fakelite.models.registry import Preprocess
 
     try:
         Preprocess().with_scoring(policy, aggregate)
     except ValueError as e:
         fail(f"--policy/--aggregate: {e}")
+    if fp_model is not None and not fp_model.is_file():
+        fail(f"{fp_model}: no such model file")
     try:
-        if compare:
+        if compare or fp_model is not None:
             res = run_compare(model, names, size, threads, batch, runs, data, policy, aggregate, image_size)
-            for b, r in res["results"].items():
-                typer.echo(f"{b:10s} median {r['latency_ms']['median']:8.2f} ms  p90 {r['latency_ms']['p90']:8.2f} ms  "
-                           f"{r['throughput_ips']:8.1f} img/s  RSS {r['peak_rss_mb']:6.0f} MB  {r['model_bytes']:,} B  "
-                           f"×{res['speedup_vs_' + names[0]][b]:.2f} vs {names[0]}")
+            if fp_model is not None:
+                res = add_baseline(res, run_compare(fp_model, ["torch"], size, threads, batch, runs, data))
         else:
             with tempfile.TemporaryDirectory() as td:
                 f = prepare(model, names[0], Path(td), data)
                 res = run_bench(f, names[0], size, threads, batch, runs=runs, policy=policy, aggregate=aggregate,
                                 image_size=image_size)
-            typer.echo(json.dumps(res, indent=1))
     except (ValueError, RuntimeError) as e:
         fail(str(e))
+    typer.echo(bench_table(res))
+    note = fake_quant_note(model, res, fp_model)
+    if note:
+        typer.echo(note, err=True)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(res, indent=1))

@@ -53,7 +53,7 @@ def quantize_command(
     epochs: Annotated[int, typer.Option(help="QAT epochs (ignored with --ptq)")] = 10,
     ptq: Annotated[bool, typer.Option("--ptq", help="Post-training quantization only: calibrate, no training")] = False,
     calib: Annotated[int, typer.Option("--calib", help="Training images used for calibration / quantizer init")] = 256,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training and calibration batch size")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate (quantizer parameters of N2UQ kinds get lr/10)")] = 2e-4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     teacher_kd: Annotated[bool, typer.Option("--teacher-kd/--no-teacher-kd",
@@ -74,6 +74,11 @@ def quantize_command(
     target_fpr: Annotated[float, typer.Option("--target-fpr", help="Threshold: flag at most this fraction of val/0_real")] = 0.05,
     youden: Annotated[bool, typer.Option("--youden", help="Keep the balanced-accuracy (Youden) threshold of "
                                                           "val instead of --target-fpr")] = False,
+    keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint", help="Keep --out's checkpoint.safetensors "
+                                                                            "after the run finishes")] = False,
+    grad_clip: Annotated[float | None, typer.Option(
+        "--grad-clip", help="Cap each parameter's gradient at this L2 norm and zero non-finite ones "
+                            "(the ablation uses 10; helps W1A1)")] = None,
 ) -> None:
     """Quantize a trained detector: QAT through the training loop, or PTQ (--ptq) with calibration only.
 
@@ -97,25 +102,44 @@ def quantize_command(
                        calib=calib, batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                        kd_weight=kd_weight, size=size, first_last=first_last, lr_schedule=lr_schedule,
                        max_steps=max_steps, quiet=quiet, source=str(model), budget_mb=budget_mb,
-                       budget_bops=budget_bops)
-        fn(fp, data, out, options)
+                       budget_bops=budget_bops, grad_clip=grad_clip)
+        metrics = fn(fp, data, out, options)
+        typer.echo(_summary(f"recipe {recipe}", metrics if isinstance(metrics, dict) else {}))
         _target_fpr(out, data, target_fpr, youden)
-        typer.echo(f"recipe {recipe}: wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+        typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
         return
     try:
         qcfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, first_last=first_last)
+        if (qcfg.w_bits, qcfg.a_bits) != (w_bits, a_bits):
+            typer.echo(f"note: --quantizer {quantizer} is 1-bit: quantizing W{qcfg.w_bits}A{qcfg.a_bits} "
+                       f"(not W{w_bits}A{a_bits})")
         _, metrics = run_quantization(fp, data, out, qcfg, epochs=epochs, ptq=ptq, calib=calib,
                                       batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                                       kd_weight=kd_weight, size=size, lr_schedule=lr_schedule, max_steps=max_steps,
-                                      threads=threads, quiet=quiet, provenance={"source_model": str(model)})
+                                      threads=threads, quiet=quiet, provenance={"source_model": str(model)},
+                                      grad_clip=grad_clip, keep_checkpoint=keep_checkpoint)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    cost, v = metrics["cost"], metrics["val"]
-    typer.echo(f"{'PTQ' if ptq else 'QAT'} W{w_bits}A{a_bits} {quantizer}{' +CQB' if cqb else ''}: val acc {v['acc']:.4f}, "
-               f"AP {v['ap'] or 0:.4f}; OPs {cost['ops'] / 1e6:.1f} M ({cost['ops_ratio']:.1f}x), "
-               f"storage {cost['storage_bytes'] / 1e3:.0f} kB ({cost['storage_ratio']:.1f}x)")
+    typer.echo(_summary(f"{'PTQ' if ptq else 'QAT'} W{qcfg.w_bits}A{qcfg.a_bits} {quantizer}{' +CQB' if cqb else ''}",
+                        metrics))
     _target_fpr(out, data, target_fpr, youden)
     typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+
+
+def _summary(label: str, metrics: dict) -> str:
+    """'LABEL: val acc …, AP …; OPs … M (…x), storage … kB (…x)' from a metrics dict with "val" and "cost" (parts
+    that are missing are left out; kB = 1000 bytes)."""
+    parts = []
+    v = metrics.get("val") or {}
+    if v.get("acc") is not None:
+        parts.append(f"val acc {v['acc']:.4f}, AP {v.get('ap') or 0:.4f}")
+    elif not v:
+        parts.append("no val/ split: no accuracy")
+    c = metrics.get("cost") or {}
+    if c:
+        parts.append(f"OPs {c['ops'] / 1e6:.1f} M ({c['ops_ratio']:.1f}x), "
+                     f"storage {c['storage_bytes'] / 1e3:.0f} kB ({c['storage_ratio']:.1f}x)")
+    return f"{label}: " + "; ".join(parts)
 
 
 def _target_fpr(out: Path, data: Path, target_fpr: float, youden: bool) -> None:

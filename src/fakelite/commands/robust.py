@@ -27,12 +27,12 @@ def _labels(paths: list[Path]) -> list[str]:
 def robustness_command(
     model: Annotated[list[Path], typer.Option("--model", help="A .fakelite file; repeat to compare models side by side")],
     data: Annotated[Path, typer.Option("--data", help="Test sets root (a dataset root with test/ uses test/)")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for robustness.{md,json} and robustness_<pert>.png")] = Path("docs/results"),
+    out: Annotated[Path, typer.Option("--out", help="Run folder for robustness.{md,json} and robustness_<pert>.png")] = Path("runs/robustness"),
     quick: Annotated[bool, typer.Option(help="Subsample to --per-set images per test set (balanced)")] = False,
     per_set: Annotated[int, typer.Option("--per-set", help="Images per test set with --quick")] = 100,
     perturbation: Annotated[list[str] | None, typer.Option("--perturbation", "-p", help="Only these (jpeg, blur, rescale, noise, low_light, occlusion, wild); repeatable")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random perturbations (noise, occlusion) and of --quick")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per inference batch")] = 64,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fakelite.commands.common import fail, resolve_model_or_fail
+from fakelite.deploy.backends import HELP as BACKEND_HELP
 
 
 def serve_command(
@@ -28,7 +29,7 @@ def serve_command(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Detections running at once per worker")] = 2,
     queue: Annotated[int, typer.Option("--queue", help="Requests waiting for a slot per worker; more get 503 + Retry-After")] = 8,
     threads: Annotated[int | None, typer.Option(help="Inference threads per detector")] = None,
-    backend: Annotated[str, typer.Option(help="Runtime backend: auto, torch, onnx, ...")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow this browser origin (repeatable); CORS is off without it")] = None,
     tmp_dir: Annotated[Path | None, typer.Option("--tmp-dir", help="Parent folder of the private (0700) upload folder")] = None,
     no_docs: Annotated[bool, typer.Option("--no-docs", help="Do not serve /docs and /openapi.json")] = False,
@@ -41,11 +42,16 @@ def serve_command(
 
     Example: fakelite serve --model runs/demo/fp/model.fakelite --port 8000 --api-key s3cret
     """
+    from fakelite.deploy.backends import UnknownBackend, canonical
     from fakelite.serve.settings import ServeSettings
 
     model = resolve_model_or_fail(model)
     if not model.is_file():
         fail(f"{model}: no such model file")
+    try:
+        backend = canonical(backend)
+    except UnknownBackend as e:
+        fail(f"--backend: {e}")
     if workers < 1:
         fail("--workers must be >= 1")
     if not 0 < port < 65536:
@@ -60,7 +66,20 @@ def serve_command(
             aggregate=aggregate).validate()
     except ValueError as e:
         fail(str(e))
+    _check_model_loads(model, backend, threads)
     from fakelite.serve.app import run_server
 
     typer.echo(f"fakelite serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)", err=True)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def _check_model_loads(model: Path, backend: str, threads: int | None) -> None:
+    """Load the model once before the server starts, so a model that cannot load ends `serve` at once (exit 2,
+    one line) instead of leaving a service that is up but never ready."""
+    from fakelite.deploy.runtime import Detector
+
+    try:
+        Detector.load(model, backend=backend, threads=threads)
+    except Exception as e:  # noqa: BLE001 - any load failure gets the same one-line message
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        fail(why if str(model) in why or model.name in why else f"{model}: cannot load the model ({why})")

@@ -23,12 +23,18 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="Run folder: writes model.fakelite, metrics.json, curves.png")] = Path("runs/train"),
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: recipe, else 50)")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size (default 32)")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default 2e-4)")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the architecture's recipe, shown by "
+                                                  "`fakelite models`: 2e-4 NPR ResNets, 1e-3 MobileNetV3)")] = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     crop: Annotated[int | None, typer.Option(help="Crop size (default: the model's, capped by the data's image size)")] = None,
     input: Annotated[str | None, typer.Option("--input", help="npr or rgb (default: the model's)")] = None,
     recipe: Annotated[Path | None, typer.Option(help="YAML recipe (train: keys of TrainConfig; augment: ...)")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from --out's checkpoint (refused when "
+                                              "there is none, unless --fresh)")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="With --resume: start from epoch 0 when --out holds no "
+                                                        "checkpoint (for jobs relaunched with --resume)")] = False,
+    keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint", help="Keep --out's checkpoint.safetensors "
+                                                                            "after the run finishes")] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap steps per epoch (quick runs)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda to train on a GPU (the saved model is the "
@@ -49,17 +55,23 @@ def train_command(
 
     from fakelite.data.folders import labelled_images, split_dir
     from fakelite.data.io import BadInput, load_rgb
-    from fakelite.models import create_model
+    from fakelite.models import create_model, get_entry
     from fakelite.train.distributed import rank_world
     from fakelite.train.loop import TrainConfig, fit
 
+    if resume and not (out / "checkpoint.safetensors").is_file():
+        if not fresh:
+            fail(f"{out}: no checkpoint.safetensors to resume from (is --out right?); add --fresh to start a new "
+                 "run there, or drop --resume")
+        typer.echo(f"note: {out} holds no checkpoint: starting from epoch 0 (--fresh)", err=True)
     try:
         cfg_dict = parse_recipe(recipe) if recipe else {}
         overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                                 max_steps_per_epoch=max_steps, threads=threads, quiet=quiet,
                                                 device=device).items()
                      if v is not None}
-        cfg = TrainConfig.from_dict({**cfg_dict.get("train", {}), **({"augment": cfg_dict["augment"]} if "augment" in cfg_dict else {}), **overrides})
+        arch_defaults = get_entry(model).training  # the architecture's own recipe, under the file's and the flags'
+        cfg = TrainConfig.from_dict({**arch_defaults, **cfg_dict.get("train", {}), **({"augment": cfg_dict["augment"]} if "augment" in cfg_dict else {}), **overrides})
         torch.manual_seed(seed)  # --seed fixes the initial weights too, not only data order and augmentation
         m = create_model(model, **({"input": input} if input else {}))
         if crop is None:
@@ -76,7 +88,8 @@ def train_command(
         m.preprocess = m.preprocess.with_scoring(policy, aggregate)
     except (FileNotFoundError, KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
-    metrics = fit(m, data, out, cfg, resume=resume, provenance={"recipe": str(recipe) if recipe else None})
+    metrics = fit(m, data, out, cfg, resume=resume, provenance={"recipe": str(recipe) if recipe else None},
+                  keep_checkpoint=keep_checkpoint)
     if rank_world()[0] != 0:  # under torchrun only rank 0 reports
         return
     v, vt = metrics["val"], metrics["val_at_threshold"]
@@ -94,13 +107,14 @@ def train_command(
 
 
 def eval_command(
-    data: Annotated[Path, typer.Option("--data", help="Root holding one or many test sets (0_real/1_fake)")],
+    data: Annotated[Path, typer.Option("--data", help="Root holding one or many test sets (0_real/1_fake); a "
+                                                      "dataset root with train/ is scored on its test/ only")],
     model: Annotated[Path | None, typer.Option("--model", help="A .fakelite file, an exported .onnx/.tflite (scored "
                                                                "by its runtime: the deployed file itself), or a "
                                                                "packaged model name (default: `default`)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write ROC/PR curves and confusion matrices (PNG) here")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per inference batch")] = 64,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
     policy: Annotated[str | None, typer.Option("--policy", help="Override the stored scoring policy: center | "
@@ -142,6 +156,8 @@ def eval_command(
 
     if rank_world()[0] != 0:  # under torchrun only rank 0 reports and writes
         return
+    if result.get("note"):
+        typer.echo(f"note: {result['note']}", err=True)
     print_eval(result, title=f"{model} on {data}")
     skipped = sum(s["skipped"] for s in result["sets"].values())
     if skipped:
@@ -153,5 +169,7 @@ def eval_command(
     if plots is not None and scores:
         from fakelite.eval.plots import eval_plots
 
-        written = eval_plots(scores, result["threshold"], plots)
+        seen = (getattr(m, "provenance", None) or {}).get("data")
+        title = f"{model.name}{f' (trained on {seen})' if seen else ''} on {result.get('root', data)}"
+        written = eval_plots(scores, result["threshold"], plots, title=title)
         typer.echo(f"wrote {len(written)} plot(s) to {plots}")

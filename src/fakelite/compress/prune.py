@@ -338,11 +338,11 @@ def print_prune_report(report: dict[str, Any]) -> None:
     kind = "structured" if report["config"]["structured"] else "unstructured"
     t = Table(title=f"{kind} pruning, ratio {report['config']['ratio']} "
                     f"({'global' if report['config']['global_pruning'] else 'per layer'})")
-    for c in ["", "params", "MACs (M)", "nonzero MACs (M)", "packed KiB", "CPU ms", "Acc", "AP", "AUC"]:
+    for c in ["", "params", "MACs (M)", "nonzero MACs (M)", "packed kB", "CPU ms", "Acc", "AP", "AUC"]:
         t.add_column(c, justify="left" if not c else "right")
     for name, r in (("before", b), ("after", a)):
         te = r.get("test", {})
         t.add_row(name, f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}", f"{r['nonzero_macs'] / 1e6:.1f}",
-                  f"{r['packed_bytes'] / 1024:.0f}", f"{r['latency_ms']:.2f}", pct(te.get("acc")), pct(te.get("ap")),
+                  f"{r['packed_bytes'] / 1e3:.0f}", f"{r['latency_ms']:.2f}", pct(te.get("acc")), pct(te.get("ap")),
                   pct(te.get("auc")))
     Console(width=max(120, Console().width)).print(t)

@@ -119,14 +119,14 @@ def _acc_t(t: dict) -> float | None:
 
 
 TABLE_COLUMNS = ["step", "train Acc@t", "test Acc@0.5", "test Acc@t", "test AP", "test AUC", "params", "MACs (M)",
-                 "packed KiB", "CPU ms", "wall s"]
+                 "packed kB", "CPU ms", "wall s"]
 
 
 def _cells(r: dict) -> list[str]:
     t = r.get("test", {})
     return [r["step"], _pct(r.get("train_acc_at_threshold", r.get("train_acc"))), _pct(t.get("acc")), _pct(_acc_t(t)),
             _pct(t.get("ap")), _pct(t.get("auc")), f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}",
-            f"{r['packed_bytes'] / 1024:.0f}", f"{r['latency_ms']:.2f}", f"{r['wall_seconds']:.0f}"]
+            f"{r['packed_bytes'] / 1e3:.0f}", f"{r['latency_ms']:.2f}", f"{r['wall_seconds']:.0f}"]
 
 
 def table_markdown(rows: list[dict]) -> str:

@@ -51,7 +51,7 @@ from fakelite.data.generators import (
 from fakelite.data.postprocess import ChainConfig, postprocess, shortcut_probe
 from fakelite.data.real_sources import RealImage, celeba_images, photo_sources
 from fakelite.data.synth import SPLITS as CELEBA_SPLITS
-from fakelite.data.synth import FaceSynthError, default_cache_dir, faceswap_blend
+from fakelite.data.synth import default_cache_dir, faceswap_blend
 from fakelite.progress import ProgressGroup
 
 VERSION = "wildsynth-1"

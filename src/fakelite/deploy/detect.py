@@ -156,6 +156,7 @@ def _video_result(ctx: _Ctx, path: Path, frames: int, every: int | None, aggrega
     res["score"] = aggregate_scores(scored, aggregate)
     res["label"] = ctx.label(res["score"])
     res["frames_with_face"] = sum(1 for f in res["frames"] if f["faces"])
+    res["input"] = "whole frames" if ctx.faces == "off" else ("faces" if scored else None)  # what was scored
     if res["score"] is None:
         res["note"] = "no face found in any sampled frame"
     elif vi.truncated:

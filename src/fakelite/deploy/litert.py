@@ -16,7 +16,6 @@ The header travels in a sidecar `<file>.json` (`Detector.load(x.tflite)` reads i
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -125,9 +124,13 @@ def _float_emulated_kernels():
 
 
 def _quiet():
-    """litert-torch prints a progress tree to stdout; keep the CLI output to our own lines."""
+    """litert-torch prints a progress tree to stdout, and it and its stack (jax, torch.export, TensorFlow's native
+    libraries) print warnings and logs; keep the CLI output to our own lines and the errors
+    (`fakelite.deploy.quiet.third_party_quiet`)."""
+    from fakelite.deploy.quiet import third_party_quiet
+
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    return contextlib.redirect_stdout(io.StringIO())
+    return third_party_quiet()
 
 
 def export_tflite(model, path: str | Path, int8: bool = False, calib: np.ndarray | None = None) -> dict[str, Any]:
@@ -137,7 +140,8 @@ def export_tflite(model, path: str | Path, int8: bool = False, calib: np.ndarray
     models: the integer deploy module as float emulation (`int8` is ignored: their codes are already fixed).
     Returns {"path", "kind", "bytes"}.
     """
-    litert_torch = _litert_torch()
+    with _quiet():  # importing the stack (jax, TensorFlow's native libraries) is where much of the noise starts
+        litert_torch = _litert_torch()
     import torch
 
     from fakelite.deploy.onnx import _folded_copy, export_header, integer_module

@@ -83,7 +83,17 @@ class LatestFrame:
 def run_stream(detector, source: str | int, display: bool = True, json_log: Path | None = None,
                max_frames: int | None = None, face_detector: str = "haar", realtime: bool = True,
                on_frame: Any = None) -> dict[str, Any]:
-    """Run the loop until the source ends (or max_frames processed / 'q' pressed); returns the summary."""
+    """Run the loop until the source ends (or max_frames processed / 'q' pressed / SIGINT or SIGTERM received);
+    returns the summary (and writes `json_log`) in every one of those cases. summary["stopped_by"] names the
+    signal that ended the loop (None otherwise)."""
+    from fakelite.deploy.signals import stop_on_signals
+
+    with stop_on_signals() as stop:
+        return _run_stream(detector, source, display, json_log, max_frames, face_detector, realtime, on_frame, stop)
+
+
+def _run_stream(detector, source, display, json_log, max_frames, face_detector, realtime, on_frame,
+                stop) -> dict[str, Any]:
     import cv2
 
     from fakelite.deploy.faces import crop_face, make_face_detector
@@ -95,9 +105,9 @@ def run_stream(detector, source: str | int, display: bool = True, json_log: Path
     t_start = time.perf_counter()
     stages = {"face_ms": [], "score_ms": [], "total_ms": []}
     try:
-        while max_frames is None or len(log) < max_frames:
+        while (max_frames is None or len(log) < max_frames) and not stop.is_set():
             item = grab.take()
-            if item is None:
+            if item is None or stop.is_set():
                 break
             idx, bgr = item
             t0 = time.perf_counter()
@@ -145,7 +155,7 @@ def run_stream(detector, source: str | int, display: bool = True, json_log: Path
         "fps": round(len(log) / wall, 2) if wall > 0 else 0.0,
         "latency_ms": {k: {"median": round(float(np.median(v)), 2), "p90": round(float(np.percentile(v, 90)), 2)}
                        for k, v in stages.items() if v},
-        "frames": log,
+        "frames": log, "stopped_by": stop.signal_name,
     }
     if json_log is not None:
         Path(json_log).parent.mkdir(parents=True, exist_ok=True)

@@ -134,9 +134,20 @@ def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, 
 def evaluate(model: nn.Module, root: str | Path, batch_size: int = 64, quiet: bool = False,
              keep_scores: bool = False) -> dict:
     """Evaluate on every set under `root`. Acc is at 0.5 (the field's convention); `acc_at_threshold` uses the
-    threshold stored with the model when it differs from 0.5."""
+    threshold stored with the model when it differs from 0.5.
+
+    A dataset root holding `train/` is scored on its `test/` only (result["root"] names the folder scored,
+    result["note"] says why); without `test/` it raises `fakelite.eval.roots.MixedSplitsError` (a
+    FileNotFoundError), so training images never enter a test mean."""
     from fakelite.train.distributed import init_from_env
 
+    from .roots import eval_root
+
+    folder, note = eval_root(root)
     init_from_env()  # under torchrun: shard the images over the processes (no-op otherwise)
-    sets = discover_sets(root)
-    return evaluate_sets(model, sets, batch_size, float(getattr(model, "threshold", 0.5)), quiet, keep_scores)
+    sets = discover_sets(folder)
+    result = evaluate_sets(model, sets, batch_size, float(getattr(model, "threshold", 0.5)), quiet, keep_scores)
+    result["root"] = str(folder)
+    if note:
+        result["note"] = note
+    return result

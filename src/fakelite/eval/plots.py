@@ -44,13 +44,25 @@ def training_curves(history: list[dict], out_png: Path) -> Path:
         a2.axvline(best, color="k", lw=0.8, ls=":", label=f"kept: epoch {best}")
     a2.set_xlabel("epoch"), a2.set_ylim(0, 1.02), a2.grid(alpha=0.3), a2.legend(loc="lower right", fontsize=7)
     for a in (a1, a2):
-        a.xaxis.get_major_locator().set_params(integer=True)
+        epoch_axis(a, ep)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return out_png
+
+
+def epoch_axis(ax, epochs: list[int]) -> None:
+    """Whole-epoch ticks: every epoch when there are few (one epoch gets the single tick "1", not 0.96 … 1.04),
+    otherwise integer ticks chosen by matplotlib."""
+    from matplotlib.ticker import MaxNLocator
+
+    if epochs and len(epochs) <= 12:
+        ax.set_xticks(list(epochs))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _safe(name: str) -> str:
@@ -71,8 +83,12 @@ def _confusion_panel(ax, y: np.ndarray, s: np.ndarray, threshold: float, title: 
     ax.title.set_fontsize(9)
 
 
-def eval_plots(scores: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float, out_dir: Path) -> list[Path]:
+def eval_plots(scores: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float, out_dir: Path,
+               title: str | None = None) -> list[Path]:
     """ROC + PR curves of every set in one figure, and a confusion matrix per set (counts and row percentages).
+
+    `title` (e.g. "model.fakelite (trained on DATA) on DATA/test") heads every figure and is stored as the PNG's
+    Title text, so a figure on its own still says which model and which data it shows.
 
     The eval table reports Acc at 0.5 (the field's convention), so each confusion figure shows 0.5 and, when the
     model carries a different calibrated threshold, that threshold beside it — the two agree with the table's
@@ -102,8 +118,11 @@ def eval_plots(scores: dict[str, tuple[np.ndarray, np.ndarray]], threshold: floa
     for a in (ax_roc, ax_pr):
         a.grid(alpha=0.3)
         a.legend(fontsize=7, loc="lower right" if a is ax_roc else "lower left")
+    meta = {"Title": title} if title else None
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_dir / "roc_pr.png", dpi=110)
+    fig.savefig(out_dir / "roc_pr.png", dpi=110, metadata=meta)
     plt.close(fig)
     written.append(out_dir / "roc_pr.png")
     thresholds = [0.5] + ([threshold] if abs(threshold - 0.5) > 1e-9 else [])
@@ -111,9 +130,11 @@ def eval_plots(scores: dict[str, tuple[np.ndarray, np.ndarray]], threshold: floa
         fig, axes = plt.subplots(1, len(thresholds), figsize=(3.3 * len(thresholds), 3.3), squeeze=False)
         for ax, t in zip(axes[0], thresholds, strict=True):
             _confusion_panel(ax, y, s, t, f"{name}" + (" (model threshold)" if t != 0.5 else " (at 0.5)"))
+        if title:
+            fig.suptitle(title, fontsize=8)
         fig.tight_layout()
         p = out_dir / f"confusion_{_safe(name)}.png"
-        fig.savefig(p, dpi=110)
+        fig.savefig(p, dpi=110, metadata=meta)
         plt.close(fig)
         written.append(p)
     return written

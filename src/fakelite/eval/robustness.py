@@ -119,11 +119,11 @@ X_LABELS = {"jpeg": "JPEG quality", "blur": "Gaussian blur σ (px)", "rescale": 
 
 
 def resolve_data(root: str | Path) -> list[ImageSet]:
-    """Test sets under `root`; a dataset root with a `test/` folder (FaceSynth, ForenSynths) uses `test/`."""
-    root = Path(root)
-    if (root / "test").is_dir() and (root / "train").is_dir():
-        root = root / "test"
-    return discover_sets(root)
+    """Test sets under `root`; a dataset root (holding `train/`) uses its `test/` and is refused without one
+    (`fakelite.eval.roots.eval_root`)."""
+    from .roots import eval_root
+
+    return discover_sets(eval_root(root)[0])
 
 
 def subsample(sets: list[ImageSet], per_set: int, seed: int = 0) -> list[ImageSet]:

@@ -73,16 +73,23 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
     preprocess: Preprocess = field(default_factory=Preprocess)
     description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)  # default TrainConfig fields (e.g. lr) of this architecture
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, preprocess: Preprocess | None = None, description: str = "", **defaults: Any):
-    """Decorator: register a builder under `name` with default constructor arguments."""
+def register_model(name: str, preprocess: Preprocess | None = None, description: str = "",
+                   training: dict[str, Any] | None = None, **defaults: Any):
+    """Decorator: register a builder under `name` with default constructor arguments.
+
+    `training`: the architecture's default training recipe, as `fakelite.train.loop.TrainConfig` fields
+    (e.g. {"lr": 1e-3}); `fakelite train` uses them for every field the user does not set (flags and a
+    --recipe file win)."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = ModelEntry(name, fn, defaults, preprocess or Preprocess(), description)
+        _REGISTRY[name] = ModelEntry(name, fn, defaults, preprocess or Preprocess(), description,
+                                     dict(training or {}))
         return fn
 
     return wrap
@@ -128,12 +135,18 @@ def _resnet(block: str, layers: tuple[int, ...], stem: str):
     return build
 
 
-register_model("npr_resnet23", description="NPR detector: ResNet-50 cut after layer2 (QMDD's ResNet-23)", input="npr")(
+NPR_TRAINING = {"lr": 2e-4}  # NPR (Tan et al., CVPR 2024): Adam, lr 2e-4, ×0.9 after epochs 10/20/30/40
+# MobileNetV3 from scratch: at 2e-4 a MobileNetV3-Small was still at chance after an epoch (issue 17); docs/compression.md
+# trains it at 1e-3, as the mobilenetv3 recipe (fakelite.compress.recipe) does
+MBV3_TRAINING = {"lr": 1e-3}
+
+register_model("npr_resnet23", description="NPR detector: ResNet-50 cut after layer2 (QMDD's ResNet-23)",
+               training=NPR_TRAINING, input="npr")(
     _resnet("bottleneck", (3, 4), "3x3")
 )
-register_model("resnet18", description="ResNet-18, one logit", input="npr")(_resnet("basic", (2, 2, 2, 2), "7x7"))
-register_model("resnet34", description="ResNet-34, one logit", input="npr")(_resnet("basic", (3, 4, 6, 3), "7x7"))
-register_model("resnet50", description="ResNet-50, one logit", input="npr")(_resnet("bottleneck", (3, 4, 6, 3), "7x7"))
+register_model("resnet18", training=NPR_TRAINING, description="ResNet-18, one logit", input="npr")(_resnet("basic", (2, 2, 2, 2), "7x7"))
+register_model("resnet34", training=NPR_TRAINING, description="ResNet-34, one logit", input="npr")(_resnet("basic", (3, 4, 6, 3), "7x7"))
+register_model("resnet50", training=NPR_TRAINING, description="ResNet-50, one logit", input="npr")(_resnet("bottleneck", (3, 4, 6, 3), "7x7"))
 
 
 def _mbv3(variant: str):
@@ -143,5 +156,5 @@ def _mbv3(variant: str):
     return build
 
 
-register_model("mobilenetv3_small", description="MobileNetV3-Small, one logit", input="rgb")(_mbv3("small"))
-register_model("mobilenetv3_large", description="MobileNetV3-Large, one logit", input="rgb")(_mbv3("large"))
+register_model("mobilenetv3_small", training=MBV3_TRAINING, description="MobileNetV3-Small, one logit", input="rgb")(_mbv3("small"))
+register_model("mobilenetv3_large", training=MBV3_TRAINING, description="MobileNetV3-Large, one logit", input="rgb")(_mbv3("large"))

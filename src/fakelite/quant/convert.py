@@ -82,6 +82,8 @@ class QuantConfig:
         for b in (self.w_bits, self.a_bits):
             if not (1 <= int(b) <= 8 or int(b) >= FP_BITS):
                 raise ValueError(f"bits must be 1..8 (or 32 for full precision), got {b}")
+        if self.quantizer == "binary":  # binary is 1-bit by definition (resolve_plan gives every target layer W1A1)
+            self.w_bits = self.a_bits = 1
         self.layers = {k: (v if isinstance(v, LayerQuantSpec) else LayerQuantSpec.from_dict(v))
                        for k, v in self.layers.items()}
 

@@ -82,6 +82,7 @@ def run_quantization(
     resume: bool = False,
     grad_clip: float | None = None,
     device: str = "cpu",
+    keep_checkpoint: bool | None = None,
 ) -> tuple[nn.Module, dict]:
     """Quantize a copy of `fp_model` with `qcfg`, calibrate it, train it `epochs` epochs (none with `ptq`), and
     write OUT/model.fakelite + OUT/metrics.json (with `cost`). Returns (student, metrics).
@@ -94,6 +95,7 @@ def run_quantization(
     all: a binarised layer whose outputs are constant over the batch gives BN a zero variance) can blow gradients up
     to inf, which poisons Adam's moments; metrics["grad_guard"] counts how often it acted. `device`: "cuda" runs
     the QAT steps on a GPU (calibration and the saved model stay on the CPU).
+    `keep_checkpoint`: keep OUT/checkpoint.safetensors after the run (see `fakelite.train.loop.fit`).
     Raises ValueError (an already-quantized model, no usable calibration images) and FileNotFoundError (no DATA/train).
     """
     from fakelite.data.dataset import calibration_batches
@@ -132,7 +134,8 @@ def run_quantization(
                             "teacher_kd": bool(teacher_kd and not ptq), "freeze_cqb_alpha": freeze_cqb_alpha,
                             "source_provenance": getattr(fp_model, "provenance", {}), **(provenance or {})}
     metrics = fit(student, data, out, cfg, teacher=fp_model if (teacher_kd and not ptq) else None,
-                  param_groups=lambda m: quant_param_groups(m, scale, lr), provenance=prov, resume=resume)
+                  param_groups=lambda m: quant_param_groups(m, scale, lr), provenance=prov, resume=resume,
+                  keep_checkpoint=keep_checkpoint)
     if guard is not None:
         metrics["grad_guard"] = guard.close()
     student.eval()

@@ -463,13 +463,32 @@ class SLRAct(ActQuantizer):
 
 
 class BinaryAct(ActQuantizer):
-    """ReActNet RSign: sign(x − α_c), learnable per-channel α (init 0), ApproxSign gradient."""
+    """ReActNet RSign: sign(x − α_c), learnable per-channel α, ApproxSign gradient.
+
+    α starts at 0 (ReActNet) and, when calibration data is seen, at the per-channel mean of the calibration
+    activations. ReActNet binarises signed (BN-output) tensors, where 0 splits the data; here most inputs follow a
+    ReLU, and sign(x − 0) of a non-negative x is +1 everywhere: every binarised input is constant, every output
+    channel has zero variance, BN divides by √ε and the gradients reach inf within a step (and PTQ gives a constant
+    score). The channel mean splits non-negative and signed inputs alike.
+    """
 
     kind = "binary"
 
     def __init__(self, channels: int):
         super().__init__(1, True)
         self.alpha = nn.Parameter(torch.zeros(channels))
+        self._obs_sum: torch.Tensor | None = None
+        self._obs_n = 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Calibration: α_c = mean of channel c over every observed batch (channel axis 1)."""
+        dims = [d for d in range(x.dim()) if d != 1]
+        s = x.detach().double().sum(dim=dims)
+        self._obs_sum = s if self._obs_sum is None else self._obs_sum + s
+        self._obs_n += x.numel() // max(1, x.shape[1])
+        with torch.no_grad():
+            self.alpha.copy_((self._obs_sum / self._obs_n).to(self.alpha.dtype))
+        self.initialized = True
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         return nx.rsign(x, self.alpha, 1)

@@ -719,6 +719,8 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
     async def model_info(request: Request) -> Response:
         svc.check_auth(request)
         if not svc.ready:
+            if svc.load_error:  # the same answer as /readyz
+                raise ApiError(503, "model_failed", f"model failed to load: {svc.load_error}")
             raise ApiError(503, "model_loading", "model is not loaded yet", {"Retry-After": "1"})
         info = await asyncio.get_running_loop().run_in_executor(None, svc.model_info)
         info["limits"] = {"max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels,
@@ -821,27 +823,37 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
     return app
 
 
+def _swagger_ui_dir() -> Path | None:
+    """Swagger UI 5 (reads the OpenAPI 3.1 document FastAPI writes) as shipped in the fastapi-offline wheel; None
+    when it is not installed. swagger-ui-bundle's Swagger UI 3 cannot render 3.1 ("Unable to render this
+    definition"), so it is not used."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    static = Path(list(spec.submodule_search_locations)[0]) / "static"
+    return static if (static / "swagger-ui-bundle.js").is_file() else None
+
+
 def _mount_docs(app: FastAPI) -> None:
-    """OpenAPI docs at /docs with Swagger UI served by the app itself (from the swagger-ui-bundle wheel), so the
+    """OpenAPI docs at /docs with Swagger UI 5 served by the app itself (from the fastapi-offline wheel), so the
     page works on machines without internet access — FastAPI's default loads its scripts from a CDN."""
     from fastapi.openapi.docs import get_swagger_ui_html
 
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:  # pragma: no cover - a dependency; keep the API usable if it is missing
-        swagger_ui_path = None
-    if swagger_ui_path is not None:
-        app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    assets = _swagger_ui_dir()
+    if assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger() -> HTMLResponse:
-        if swagger_ui_path is None:
-            return HTMLResponse("<p>Install swagger-ui-bundle for the interactive docs; the schema is at "
+        if assets is None:
+            return HTMLResponse("<p>Install fastapi-offline for the interactive docs; the schema is at "
                                 "<a href='/openapi.json'>/openapi.json</a>.</p>")
         return get_swagger_ui_html(openapi_url="/openapi.json", title="fakelite API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+                                   swagger_favicon_url="/docs-assets/favicon.png")
 
 
 def _version() -> str:

@@ -76,6 +76,28 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+class TrainingDiverged(ValueError):
+    """The loss or a parameter became NaN/inf; nothing of the diverged run is saved (earlier checkpoints stay)."""
+
+
+def _nonfinite_params(model: nn.Module, buffers: bool = False) -> list[str]:
+    """Names of parameters (and buffers, with `buffers`) holding NaN/inf: one fused norm over all of them, names
+    looked up only on failure."""
+    items = list(model.named_parameters()) + (list(model.named_buffers()) if buffers else [])
+    named = [(n, p) for n, p in items if p.is_floating_point() and p.numel()]
+    if not named:
+        return []
+    norms = torch._foreach_norm([p.detach() for _, p in named])
+    if bool(torch.isfinite(torch.stack(norms)).all()):
+        return []
+    return [n for (n, p) in named if not bool(torch.isfinite(p.detach()).all())]
+
+
+def _diverged(where: str, what: str) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged at {where}: {what}; no model or checkpoint was written for it "
+                            "(try --grad-clip 10 or a lower --lr)")
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T²·KL(p_teacher,T ‖ p_student,T) over the two-class distributions [1−σ(z/T), σ(z/T)] (mean over batch)."""
     t = temperature
@@ -148,15 +170,24 @@ def fit(
     provenance: dict | None = None,
     resume: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    keep_checkpoint: bool | None = None,
 ) -> dict:
     """Train `model` on DATA/train, validate on DATA/val, write OUT/model.fakelite and OUT/metrics.json.
 
     extra_loss(model=..., x=..., y=..., logits=..., teacher_logits=...) adds a term (feature distillation, ...).
-    Returns the metrics dict also written to metrics.json. Runs with torch's deterministic algorithms on.
+    `resume`: continue from OUT/checkpoint.safetensors when it exists (epoch 0 otherwise; the `train` command
+    refuses --resume without a checkpoint). OUT/checkpoint.safetensors (written after every epoch, so that a killed
+    run can resume) is deleted once the run has finished and saved its model, unless `keep_checkpoint` (None: the
+    environment variable FAKELITE_KEEP_CHECKPOINT=1 keeps it). Returns the metrics dict also written to
+    metrics.json. Runs with torch's deterministic algorithms on. Raises TrainingDiverged (a ValueError) when the
+    loss or a parameter becomes NaN/inf, before anything of that epoch is saved.
     """
+    if keep_checkpoint is None:
+        keep_checkpoint = os.environ.get("FAKELITE_KEEP_CHECKPOINT", "0") == "1"
     with deterministic_algorithms():
         return _fit(model, data, out, cfg, teacher=teacher, param_groups=param_groups, extra_loss=extra_loss,
-                    provenance=provenance, resume=resume, on_epoch_end=on_epoch_end)
+                    provenance=provenance, resume=resume, on_epoch_end=on_epoch_end,
+                    keep_checkpoint=keep_checkpoint)
 
 
 def _fit(
@@ -171,6 +202,7 @@ def _fit(
     provenance: dict | None,
     resume: bool,
     on_epoch_end: Callable[[int, dict], None] | None,
+    keep_checkpoint: bool,
 ) -> dict:
     t_start = time.time()
     data, out = Path(data), Path(out)
@@ -274,9 +306,16 @@ def _fit(
                         loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * kd_loss(logits, t_logits, cfg.kd_temperature)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model=model, x=x, y=y, logits=logits, teacher_logits=t_logits)
+                where = f"epoch {epoch + 1} step {step + 1}"
+                if not bool(torch.isfinite(loss.detach())):
+                    raise _diverged(where, f"the loss is {float(loss.detach())}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                bad = _nonfinite_params(model)
+                if bad:
+                    raise _diverged(where, f"{len(bad)} parameter tensors became NaN/inf after the update "
+                                           f"(first: {bad[0]})")
                 tot_loss += float(loss.detach()) * len(y)
                 tot_correct += int(((logits.detach() > 0).float() == y).sum())
                 tot_n += len(y)
@@ -308,6 +347,10 @@ def _fit(
 
     if best_state is not None:
         model.load_state_dict(best_state)
+    bad = _nonfinite_params(model, buffers=True)
+    if bad:  # e.g. PTQ/zero-epoch runs, or a model handed in already broken
+        raise TrainingDiverged(f"refusing to save a model with NaN/inf in {len(bad)} tensors "
+                               f"(first: {bad[0]})")
     val_m, vy, vs = validate(model, val_ds, max(64, cfg.batch_size))
     threshold = best_threshold(vy, vs)
     val_at_t = binary_metrics(vy, vs, threshold)
@@ -343,6 +386,6 @@ def _fit(
 
         barrier()  # no rank returns before rank 0 has written the artifact
     model.threshold = threshold
-    if os.environ.get("FAKELITE_KEEP_CHECKPOINT", "1") == "0" and ckpt_path.exists():
+    if not keep_checkpoint and rank == 0 and ckpt_path.exists():  # the run is complete: nothing left to resume
         ckpt_path.unlink()
     return metrics
