@@ -315,8 +315,11 @@ POOL = WorkerPool()
 atexit.register(POOL.close)
 
 
-def _run(path, req: dict[str, Any], timeout: float, per_message: float | None = None):
+def _run(path, req: dict[str, Any], timeout: float, per_message: float | None = None,
+         worker_out: list | None = None):
     w = POOL.acquire()
+    if worker_out is not None:
+        worker_out.append(w)
     try:
         yield from w.request(path, req, timeout, per_message)
     finally:
@@ -351,16 +354,17 @@ def probe_video_isolated(path: str | os.PathLike, max_frames: int | None = None,
 def read_video_isolated(path: str | os.PathLike, frames: int | None = 32, every: int | None = None,
                         info_out: list | None = None, faces: str | None = None, all_faces: bool = False,
                         max_frames: int | None = None, max_seconds: float | None = None, all_frames: bool = False,
-                        timeout: float = DEFAULT_TIMEOUT_S, per_frame_timeout: float | None = None
-                        ) -> Iterator[tuple[int, float, np.ndarray, list | None]]:
+                        timeout: float = DEFAULT_TIMEOUT_S, per_frame_timeout: float | None = None,
+                        worker_out: list | None = None) -> Iterator[tuple[int, float, np.ndarray, list | None]]:
     """`fakelite.data.video_reader.read_video` in the worker: yields (index, time s, upright RGB, faces).
 
     `info_out` receives the final VideoInfo when the video ends. `timeout` bounds the whole file,
-    `per_frame_timeout` the wait for each frame (streaming). Raises BadInput (WorkerFailure on crash/hang).
+    `per_frame_timeout` the wait for each frame (streaming). `worker_out` receives the DecodeWorker (a caller
+    on another thread may `kill()` it to stop at once). Raises BadInput (WorkerFailure on crash/hang).
     """
     req = {"op": "video", "frames": frames, "every": every, "faces": faces, "all_faces": all_faces,
            "max_frames": max_frames, "max_seconds": max_seconds, "all_frames": all_frames}
-    for msg, arr in _run(path, req, timeout, per_frame_timeout):
+    for msg, arr in _run(path, req, timeout, per_frame_timeout, worker_out):
         if msg.get("type") == "frame" and arr is not None:
             yield int(msg["index"]), float(msg["time"]), arr.copy(), msg.get("faces")
         elif msg.get("type") == "info" and info_out is not None:

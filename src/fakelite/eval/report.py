@@ -11,18 +11,24 @@ def pct(v) -> str:
 
 
 def eval_table(result: dict, title: str = "") -> Table:
-    """Rows: sets + mean; columns: Acc AP AUC EER real/fake Acc, n, skipped."""
+    """Rows: sets + mean; columns: Acc AP AUC EER real/fake Acc, n, skipped, and "not read" (every file under the
+    set not scored, by reason, e.g. "2 unsupported type") when the result carries it."""
     thr = result.get("threshold", 0.5)
     show_thr = thr != 0.5
+    show_nr = any(m.get("not_read") for m in result["sets"].values())
     t = Table(title=title or None)
-    for c in ["set", "Acc", "AP", "AUC", "EER", "real Acc", "fake Acc"] + ([f"Acc@{thr:.3f}"] if show_thr else []) + ["n", "skipped"]:
-        t.add_column(c, justify="left" if c == "set" else "right")
+    cols = ["set", "Acc", "AP", "AUC", "EER", "real Acc", "fake Acc"] + ([f"Acc@{thr:.3f}"] if show_thr else [])
+    for c in cols + ["n", "skipped"] + (["not read"] if show_nr else []):
+        t.add_column(c, justify="left" if c in ("set", "not read") else "right")
     rows = list(result["sets"].items()) + [("mean", result["mean"])]
     for name, m in rows:
         cells = [name, pct(m["acc"]), pct(m["ap"]), pct(m["auc"]), pct(m["eer"]), pct(m["real_acc"]), pct(m["fake_acc"])]
         if show_thr:
             cells.append(pct(m.get("acc_at_threshold")))
         cells += [str(m["n"]), str(m["skipped"])]
+        if show_nr:
+            nr = m.get("not_read") or {}
+            cells.append(", ".join(f"{v} {k}" for k, v in sorted(nr.items(), key=lambda kv: (-kv[1], kv[0]))) or "0")
         t.add_row(*cells, style="bold" if name == "mean" else None)
     return t
 
