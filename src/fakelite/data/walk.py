@@ -3,7 +3,8 @@
 Used by dataset discovery (`data/folders.py`: train, eval, robustness, split) and by `detect` (folders of images
 and videos). Rules:
 - Symbolic links to folders are followed (a dataset's `1_fake` may live elsewhere), with cycle protection: a
-  folder (device, inode) is entered once per walk; a link back to a folder already walked is counted in `loops`.
+  link to the folder it sits in or to one above it is never entered, and a folder (device, inode) is entered
+  once per walk; both are counted in `loops`.
 - Names are sorted, so the order is deterministic; names that are not valid UTF-8 are kept as Python keeps them
   (surrogate escapes) and opened through Python file objects, never handed to a native decoder as text.
 - A file that is not returned is counted under one reason: "unsupported type" (its suffix is not a type the
@@ -53,6 +54,12 @@ def _reason_for(p: Path, st: os.stat_result | None, exts: set[str], max_bytes: i
     if max_bytes is not None and st.st_size > max_bytes:
         return "too large"
     return None
+
+
+def _points_up(here: Path, link: Path) -> bool:
+    """True when the symlinked folder `link` (inside `here`) resolves to `here` or a folder above it."""
+    h, t = os.path.realpath(here), os.path.realpath(link)
+    return h == t or h.startswith(t.rstrip(os.sep) + os.sep)
 
 
 def walk_files(roots: Iterable[str | os.PathLike], exts: set[str], max_bytes: int | None = None,
@@ -114,6 +121,9 @@ def _walk_dir(d: Path, st: os.stat_result, exts: set[str], max_bytes: int | None
         if stat.S_ISDIR(est.st_mode):
             if is_link and not follow_links:
                 continue
+            if is_link and _points_up(d, p):
+                out.loops += 1  # a link to a folder above: a cycle, never entered
+                continue
             subdirs.append((p, est))
             continue
         why = _reason_for(p, est, exts, max_bytes)
@@ -144,7 +154,9 @@ def iter_dirs(root: str | os.PathLike, follow_links: bool = True):
         try:
             with os.scandir(d) as it:
                 kids = sorted((Path(e.path) for e in it if not e.name.startswith(".")
-                               and e.is_dir(follow_symlinks=follow_links)), key=lambda q: os.fsencode(q.name))
+                               and e.is_dir(follow_symlinks=follow_links)
+                               and not (e.is_symlink() and _points_up(d, Path(e.path)))),
+                              key=lambda q: os.fsencode(q.name))
         except OSError:
             continue
         stack.extend(reversed(kids))
