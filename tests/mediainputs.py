@@ -130,7 +130,8 @@ def image_bytes(fmt: str, size: tuple[int, int] = (48, 40), seed: int = 0) -> by
 
 def mutate(data: bytes, rng: np.random.Generator, kind: str) -> bytes:
     """One seeded damage of `data`: "truncate" (cut at 5–95 %), "header" (overwrite 1–8 bytes among the first
-    512, where containers keep sizes and counts), "flip" (flip one bit in ~0.1 % of the bytes, at least 3)."""
+    512), "fields" (overwrite 4 bytes just after a tag that holds sizes, counts or durations: mvhd, stsz, avih,
+    strh, IHDR, Exif...), "flip" (flip one bit in ~0.1 % of the bytes, at least 3)."""
     b = bytearray(data)
     if kind == "truncate":
         return bytes(b[: max(1, int(len(b) * rng.uniform(0.05, 0.95)))])
@@ -144,4 +145,25 @@ def mutate(data: bytes, rng: np.random.Generator, kind: str) -> bytes:
         for i in rng.integers(0, len(b), n):
             b[int(i)] ^= 1 << int(rng.integers(0, 8))
         return bytes(b)
+    if kind == "fields":  # the sizes/counts/durations containers keep after known tags
+        spots = [m for tag in FIELD_TAGS for m in _find_all(data, tag)]
+        if not spots:
+            return mutate(data, rng, "header")
+        for _ in range(int(rng.integers(1, 4))):
+            at = spots[int(rng.integers(0, len(spots)))] + 4 + int(rng.integers(0, 24))
+            for i in range(at, min(len(b), at + 4)):
+                b[i] = int(rng.integers(0, 256))
+        return bytes(b)
     raise ValueError(kind)
+
+
+FIELD_TAGS = (b"mvhd", b"mdhd", b"tkhd", b"stsz", b"stco", b"stts", b"avih", b"strh", b"strf", b"idx1", b"IHDR",
+              b"Exif", b"\xff\xc0", b"\xff\xdb")
+
+
+def _find_all(data: bytes, tag: bytes, limit: int = 8) -> list[int]:
+    out, i = [], data.find(tag)
+    while i >= 0 and len(out) < limit:
+        out.append(i)
+        i = data.find(tag, i + 1)
+    return out
