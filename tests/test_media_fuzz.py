@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mediainputs import avi_clip, exif_portrait, image_bytes, mutate, real_clip
+from PIL import Image
 
 from fakelite.deploy.detect import detect_paths
 from fakelite.deploy.runtime import Detector
@@ -34,9 +35,8 @@ def corpus(tmp_path_factory) -> Path:
         "single_face.mp4": real_clip("single_face.mp4").read_bytes(),
         "carphone.mp4": real_clip("carphone_pristine.mp4").read_bytes(),
         "clip.avi": avi_clip(base / "clip.avi", n=30).read_bytes(),
-        "phone.jpg": exif_portrait(base / "phone.jpg", np.asarray(
-            __import__("PIL.Image", fromlist=["Image"]).fromarray(
-                np.random.default_rng(0).integers(0, 256, (40, 32, 3), dtype=np.uint8)).resize((80, 100))),
+        "phone.jpg": exif_portrait(base / "phone.jpg", np.asarray(Image.fromarray(
+            np.random.default_rng(0).integers(0, 256, (40, 32, 3), dtype=np.uint8)).resize((80, 100))),
             orientation=6).read_bytes(),
         "pic.png": image_bytes("PNG", (48, 40), 1),
         "pic.webp": image_bytes("WEBP", (48, 40), 2),
