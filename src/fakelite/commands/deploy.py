@@ -108,8 +108,9 @@ def detect_command(
                                                                "default: next to --json, same name .jsonl)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the results already in the JSON Lines file and "
                                                           "score only the files not there yet")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds one file may take to decode (isolated "
-                                                             "worker; past it the file is reported and skipped)")] = 120.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds one file may take to decode in the isolated "
+                                                             "worker (videos: without progress, 10× in all); past "
+                                                             "it the file is reported and skipped")] = 120.0,
 ) -> None:
     """Score images, folders and videos: real/fake verdicts with face boxes and per-frame scores.
 

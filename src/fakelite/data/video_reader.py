@@ -107,7 +107,9 @@ def _open(path: str | os.PathLike):
         c.close()
         f.close()
         raise BadInput(path, "not a readable video (no video stream)")
-    vs = c.streams.video[0]
+    # the first real video stream: cover art (an attached picture) is a video stream of one frame
+    real = [v for v in c.streams.video if not (int(v.disposition) & int(av.stream.Disposition.attached_pic))]
+    vs = (real or list(c.streams.video))[0]
     return c, vs, f
 
 

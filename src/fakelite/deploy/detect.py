@@ -185,8 +185,9 @@ def _video_result(ctx: _Ctx, path: Path, frames: int, every: int | None, aggrega
     if ctx.isolate:
         from fakelite.deploy.isolated import DEFAULT_TIMEOUT_S, read_video_isolated
 
+        t = ctx.timeout or DEFAULT_TIMEOUT_S  # without progress (between two sampled frames); 10× in all
         gen = read_video_isolated(path, frames, every, info_out=info, faces=ctx.worker_faces, all_faces=all_faces,
-                                  timeout=ctx.timeout or DEFAULT_TIMEOUT_S)
+                                  timeout=10 * t, per_frame_timeout=t)
     else:
         from fakelite.data.video_reader import read_video
 
@@ -229,7 +230,8 @@ def detect_file(detector, path: str | Path, faces: str = "auto", frames: int = 3
     """One result dict for one image or video (errors become {"error": "file: problem"}, never raise).
 
     `isolate` (default): decode (and find faces) in the worker process, so a native crash or hang costs this
-    file only; `timeout`: its time limit in s (default `deploy.isolated.DEFAULT_TIMEOUT_S`).
+    file only; `timeout`: its time limit in s (default `deploy.isolated.DEFAULT_TIMEOUT_S`); for a video, the
+    longest wait without progress (until its next sampled frame), and 10× that in all.
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be mean or confident, not {aggregate!r}")
