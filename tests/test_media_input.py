@@ -223,6 +223,24 @@ def test_symlinked_fake_folder_and_cycles(det, tmp_path, tiny_fp_model):
     assert len(out["results"]) == 8 and out["skipped"] == 0 and out["symlink_loops"] >= 1
     assert len({r["path"] for r in out["results"]}) == 8
 
+    # the kind's variants: symlinked set folders, a cycle at the level of sets, and an indirect cycle (a ↔ b)
+    multi = tmp_path / "multi"
+    (multi / "test").mkdir(parents=True)
+    os.symlink(root / "set", multi / "test" / "gen_a")
+    _pngs(tmp_path / "b_set" / "0_real", 2, 4)
+    _pngs(tmp_path / "b_set" / "1_fake", 2, 5)
+    os.symlink(tmp_path / "b_set", multi / "test" / "gen_b")
+    os.symlink(multi, multi / "test" / "up")  # back to the root, beside the sets
+    (tmp_path / "x" / "a").mkdir(parents=True)
+    (tmp_path / "x" / "b").mkdir(parents=True)
+    os.symlink(tmp_path / "x" / "b", tmp_path / "x" / "a" / "to_b")
+    os.symlink(tmp_path / "x" / "a", tmp_path / "x" / "b" / "to_a")
+    os.symlink(tmp_path / "x" / "a", multi / "test" / "maze")
+    sets = discover_sets(multi / "test")
+    assert sorted((s.name, s.n_real, s.n_fake) for s in sets) == [("gen_a", 4, 4), ("gen_b", 2, 2)]
+    out = detect_paths(det, [multi], faces="off")
+    assert len(out["results"]) == 12 and out["skipped"] == 0
+
 
 # ------------------------------------------------------------------ 6. modern image types + counts by reason
 def test_jfif_avif_heic_in_a_dataset(det, tmp_path, tiny_fp_model):

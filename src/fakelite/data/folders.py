@@ -52,21 +52,30 @@ class ImageSet:
         return len(self.items) - self.n_real
 
 
-def _subdirs(d: Path) -> list[Path]:
+def _subdirs(d: Path, chain: frozenset[str] = frozenset()) -> list[Path]:
+    """Child folders of `d` (symlinks followed), minus hidden ones and any that lead back onto `chain` (the real
+    paths of `d` and the folders above it in this descent): a symlink cycle is never entered."""
+    here = chain | {os.path.realpath(d)}
     try:
-        return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+        kids = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
         return []
+    return [c for c in kids if os.path.realpath(c) not in here]
+
+
+def _chain(d: Path, chain: frozenset[str]) -> frozenset[str]:
+    return chain | {os.path.realpath(d)}
 
 
 def is_leaf_set(d: Path) -> bool:
     return (d / REAL).is_dir() or (d / FAKE).is_dir()
 
 
-def _holds_set(d: Path) -> bool:
+def _holds_set(d: Path, chain: frozenset[str] = frozenset()) -> bool:
     if is_leaf_set(d):
         return True
-    return any(_holds_set(c) for c in _subdirs(d))
+    here = _chain(d, chain)
+    return any(_holds_set(c, here) for c in _subdirs(d, here))
 
 
 def list_images(d: Path) -> list[Path]:
@@ -95,12 +104,13 @@ def labelled_images(d: Path) -> list[tuple[Path, int]]:
     return labelled_walk(d)[0]
 
 
-def _collect(d: Path, root: Path, out: list[ImageSet]) -> None:
+def _collect(d: Path, root: Path, out: list[ImageSet], chain: frozenset[str] = frozenset()) -> None:
     rel = d.relative_to(root).as_posix() if d != root else (root.name or ".")
     if is_leaf_set(d):
         out.append(ImageSet(rel, *labelled_walk(d)))
         return
-    children = [c for c in _subdirs(d) if _holds_set(c)]
+    here = _chain(d, chain)
+    children = [c for c in _subdirs(d, here) if _holds_set(c, here)]
     if not children:
         return
     all_leaves = all(is_leaf_set(c) for c in children)
@@ -109,7 +119,7 @@ def _collect(d: Path, root: Path, out: list[ImageSet]) -> None:
         out.append(ImageSet(rel, *labelled_walk(d)))
         return
     for c in children:
-        _collect(c, root, out)
+        _collect(c, root, out, here)
 
 
 def discover_sets(root: str | os.PathLike) -> list[ImageSet]:
