@@ -11,7 +11,8 @@ holds 20, and a truncated MP4 keeps the duration of the whole clip. Instead:
 2. **Sample** N indices evenly over what the file really holds (or every k-th frame), `sample_indices`.
 3. **Decode** (`read_video`) every packet in order (inter-coded frames need their references), reading on past
    packets the decoder rejects; a frame's index is the rank of its timestamp among the counted packets. A wanted
-   frame that does not decode is replaced by the next one that does (before the next wanted index).
+   frame that does not decode is replaced by the next one that does (before the next wanted index), or, at the
+   end of the file, by the last one that did.
 4. **Report** per video (`VideoInfo`): frames in the file, requested, decoded, unreadable, the real duration, the
    header's claims, the rotation applied, and whether the file is shorter than its header says.
 
@@ -267,11 +268,23 @@ def read_video(path: str | os.PathLike, frames: int | None = 32, every: int | No
     c.close()
     f.close()
 
+    def deliver(idx: int, fr) -> tuple[int, float, np.ndarray]:
+        rgb, rot = _upright(fr)
+        info.rotation = rot
+        if rot in (90, 270):
+            info.width, info.height = rgb.shape[1], rgb.shape[0]
+        t = (fr.pts - t0) * tb if fr.pts is not None and tb else idx / info.fps
+        info.frames_decoded += 1
+        info.indices.append(idx)
+        info.times.append(round(float(t), 4))
+        return idx, float(t), rgb
+
     c, vs, f = _open(path)
     decoded = 0
     errors = 0
     k = 0
     last = -1
+    spare = None  # the latest decoded frame after the last delivered one (stands in for wanted frames at the end)
     try:
         vs.thread_type = "AUTO"
 
@@ -302,6 +315,7 @@ def read_video(path: str | os.PathLike, frames: int | None = 32, every: int | No
             if k >= len(want):
                 continue  # keep decoding to count unreadable frames
             if want[k] > idx:
+                spare = (idx, fr)
                 continue
             while k + 1 < len(want) and want[k + 1] <= idx:  # wanted frames that did not decode, passed by
                 info.frames_missed += 1
@@ -309,15 +323,12 @@ def read_video(path: str | os.PathLike, frames: int | None = 32, every: int | No
             if want[k] < idx:
                 info.frames_substituted += 1  # the wanted frame did not decode: the next one stands for it
             k += 1
-            rgb, rot = _upright(fr)
-            info.rotation = rot
-            if rot in (90, 270):
-                info.width, info.height = rgb.shape[1], rgb.shape[0]
-            t = (fr.pts - t0) * tb if fr.pts is not None and tb else idx / info.fps
-            info.frames_decoded += 1
-            info.indices.append(idx)
-            info.times.append(round(float(t), 4))
-            yield idx, float(t), rgb
+            spare = None
+            yield deliver(idx, fr)
+        if k < len(want) and spare is not None:  # the last wanted frame(s) did not decode: the last that did
+            info.frames_substituted += 1
+            k += 1
+            yield deliver(*spare)
         info.frames_missed += len(want) - k
         info.frames_unreadable = max(0, n - decoded) if not info.capped else errors
         if info.frames_decoded == 0:
