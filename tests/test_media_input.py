@@ -179,6 +179,9 @@ def test_exif_orientation(det, tmp_path):
     for o in (3, 8):  # the kind: every orientation that turns the picture comes out as displayed
         q = exif_portrait(tmp_path / f"o{o}.jpg", shown, orientation=o)
         assert np.abs(load_rgb(q).astype(int) - shown).mean() < 4
+    for fmt, ext in (("PNG", ".png"), ("WEBP", ".webp"), ("HEIF", ".heic"), ("AVIF", ".avif")):  # and every format
+        q = exif_portrait(tmp_path / f"o6{ext}", shown[::4, ::4].copy(), orientation=6, fmt=fmt)
+        assert load_rgb(q).shape == (100, 80, 3), ext
 
     r = detect_paths(det, [p], faces="auto")["results"][0]
     assert r["input"] == "faces" and (r["width"], r["height"]) == (320, 400)
