@@ -69,15 +69,36 @@ def test_names_that_are_not_utf8(det, tmp_path, tiny_fp_model):
     img = os.fsencode(folder) + b"/photo_\xe9t\xe9.png"
     with open(img, "wb") as f:
         f.write(image_bytes("PNG", (40, 40)))
+    sub = os.fsencode(folder) + b"/d\xe9p\xf4t"  # a folder whose name is not UTF-8 either, holding a broken file
+    os.mkdir(sub)
+    bad = sub + b"/bad_\xe9.png"
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n garbage")
     out = detect_paths(det, [folder], frames=4, faces="off")
-    assert out["skipped"] == 0 and len(out["results"]) == 2, out
+    assert out["skipped"] == 1 and len(out["results"]) == 3, out
     by_bytes = {os.fsencode(r["path"]): r for r in out["results"]}
-    assert set(by_bytes) == {clip, img}  # the path round-trips to the bytes on disk
+    assert set(by_bytes) == {clip, img, bad}  # the path round-trips to the bytes on disk
+    err = by_bytes[bad]["error"]
+    assert "d\\xe9p\\xf4t/bad_\\xe9.png: corrupt or truncated image" in err and "\n" not in err
+    err.encode("utf-8")  # printable: the undecodable bytes are shown as \xNN
     v = by_bytes[clip]
     assert v["kind"] == "video" and len(v["frames"]) == 4 and v["frames_total"] == 72 and v["score"] is not None
     assert by_bytes[img]["score"] is not None
     back = json.loads(json.dumps(out))  # plain JSON (surrogates escaped), and the names survive it
-    assert {os.fsencode(r["path"]) for r in back["results"]} == {clip, img}
+    assert {os.fsencode(r["path"]) for r in back["results"]} == {clip, img, bad}
+
+    # a dataset with such names: eval reads them (train and robustness use the same walk and reader)
+    import fakelite
+    from fakelite.eval.evaluate import evaluate
+
+    ds = os.fsencode(tmp_path) + b"/data_\xe9"
+    for label in (b"0_real", b"1_fake"):
+        os.makedirs(ds + b"/" + label)
+        for i in range(2):
+            with open(ds + b"/" + label + b"/img_\xe9%d.png" % i, "wb") as f:
+                f.write(image_bytes("PNG", (32, 32), i + len(label)))
+    m = evaluate(fakelite.load(tiny_fp_model[1]), os.fsdecode(ds), quiet=True)["mean"]
+    assert m["n"] == 4 and m["skipped"] == 0
 
     from fakelite.deploy.stream import run_stream
 
@@ -89,7 +110,7 @@ def test_names_that_are_not_utf8(det, tmp_path, tiny_fp_model):
     r = _cli("detect", os.fsencode(folder), "--model", str(tiny_fp_model[1]), "--json", str(j), "--faces", "off",
              "--frames", "2", "--quiet")
     assert r.returncode == 0, r.stderr.decode(errors="replace")
-    assert len(json.loads(j.read_text())["results"]) == 2
+    assert len(json.loads(j.read_text())["results"]) == 3
     assert b"clip_caf\\xe9.mp4" in r.stdout  # printed readably, never a UnicodeEncodeError
     r = _cli("stream", "--model", str(tiny_fp_model[1]), "--source", clip, "--no-display", "--max-frames", "3")
     assert r.returncode == 0 and b"3 frames processed" in r.stdout, r.stderr.decode(errors="replace")
