@@ -395,3 +395,40 @@ def test_video_rotation_metadata_is_honoured(det, tmp_path):
     ok, theirs = cv2.VideoCapture(str(p)).read()  # OpenCV applies the display matrix too
     assert ok and ours.shape == theirs.shape == (64, 32, 3)
     assert np.abs(ours.astype(int) - theirs[..., ::-1].astype(int)).mean() < 8
+
+
+def test_killed_detect_loses_nothing_finished(tmp_path, tiny_fp_model):
+    """SIGKILL `fakelite detect` while it is stuck on a file (an injected decoder hang), then --resume."""
+    import signal
+
+    from fakelite.deploy.isolated import FAULT_ENV
+
+    d = tmp_path / "imgs"
+    _pngs(d, 2, 7)
+    (d / "c_XHANGX.png").write_bytes(image_bytes("PNG", (32, 32), 3))
+    (d / "d.png").write_bytes(image_bytes("PNG", (32, 32), 4))
+    j = tmp_path / "run.json"
+    args = [sys.executable, "-m", "fakelite", "detect", str(d), "--model", str(tiny_fp_model[1]), "--json", str(j),
+            "--faces", "off", "--quiet", "--timeout", "120"]
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), FAULT_ENV: "hang:XHANGX"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    log = j.with_suffix(".jsonl")
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 120 and not (log.exists() and len(log.read_text().splitlines()) >= 2):
+            time.sleep(0.2)
+        time.sleep(0.5)  # now inside the hang on the third file
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its decode worker
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = [json.loads(x)["path"] for x in log.read_text().splitlines()]
+    assert [Path(p).name for p in done] == ["7_0.png", "7_1.png"] and not j.exists()
+    env.pop(FAULT_ENV)
+    r = subprocess.run(args + ["--resume"], env=env, capture_output=True, timeout=240)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    out = json.loads(j.read_text())
+    assert out["resumed"] == 2 and len(out["results"]) == 4 and out["skipped"] == 0
+    assert len(log.read_text().splitlines()) == 4
