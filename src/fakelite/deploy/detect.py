@@ -26,7 +26,6 @@ takes the results already there and scores only the rest.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 
 from fakelite.data.io import IMAGE_EXTS, VIDEO_EXTS, BadInput, display_path, load_rgb, reason_category
 from fakelite.data.walk import Walk, walk_files
+from fakelite.deploy.resultlog import ResultLog
 
 FACE_MODES = ("auto", "on", "off")
 AGGREGATES = ("mean", "confident")
@@ -248,23 +248,6 @@ def detect_file(detector, path: str | Path, faces: str = "auto", frames: int = 3
         return out
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The complete result lines of a detect JSON Lines file (a line cut short by a kill is dropped)."""
-    out = []
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return out
-    for line in text.splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(r, dict) and isinstance(r.get("path"), str):
-            out.append(r)
-    return out
-
-
 def detect_paths(detector, paths: list[str | Path], faces: str = "auto", frames: int = 32,
                  every: int | None = None, aggregate: str = "mean", all_faces: bool = False,
                  face_detector: str | Any = "haar", face_resize: bool = False, quiet: bool = True,
@@ -282,22 +265,13 @@ def detect_paths(detector, paths: list[str | Path], faces: str = "auto", frames:
 
     ctx = _Ctx(detector, faces, face_detector, face_resize, isolate, timeout)
     files, results, walk = collect_paths(paths)
-    done: dict[str, dict[str, Any]] = {}
-    if jsonl is not None:
-        jsonl = Path(jsonl)
-        jsonl.parent.mkdir(parents=True, exist_ok=True)
-        if resume:
-            done = {r["path"]: r for r in read_jsonl(jsonl)}
-            # rewrite only complete lines, so appending after a line cut short by a kill stays valid JSON Lines
-            jsonl.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
-        else:
-            jsonl.write_text("")
+    log = ResultLog(jsonl, resume) if jsonl is not None else None
+    done = log.done if log is not None else {}
     resumed = 0
-    sink = open(jsonl, "a", encoding="utf-8") if jsonl is not None else None  # noqa: SIM115
     try:
         for r in results:
-            if sink is not None and r["path"] not in done:
-                sink.write(json.dumps(r) + "\n")
+            if log is not None:
+                log.write(r)
         with progress_bar("detect", len(files), quiet=quiet) as advance:
             for f in files:
                 if str(f) in done:
@@ -306,13 +280,12 @@ def detect_paths(detector, paths: list[str | Path], faces: str = "auto", frames:
                 else:
                     r = detect_file(detector, f, faces, frames, every, aggregate, all_faces, _ctx=ctx)
                     results.append(r)
-                    if sink is not None:
-                        sink.write(json.dumps(r) + "\n")
-                        sink.flush()
+                    if log is not None:
+                        log.write(r)
                 advance()
     finally:
-        if sink is not None:
-            sink.close()
+        if log is not None:
+            log.close()
     not_read = dict(walk.not_read)
     for r in results:
         if r.get("error"):
