@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from fakelite.data.io import BadInput
+from fakelite.data.io import MAX_PIXELS, BadInput
 
 MAX_VIDEO_BYTES = 8 * 1024**3  # refused before opening ("too large")
 
@@ -195,6 +195,8 @@ def probe_video(path: str | os.PathLike, max_frames: int | None = None,
 def _probe(path, c, vs, max_frames, max_seconds) -> tuple[VideoInfo, dict]:
     hn, hd = _header(vs, c)
     w, h = int(vs.codec_context.width or 0), int(vs.codec_context.height or 0)
+    if w * h > MAX_PIXELS:  # refused before a frame is decoded
+        raise BadInput(path, f"video frames too large ({w}×{h} pixels; limit {MAX_PIXELS:,})")
     pts, meta = _count(path, c, vs, max_frames, max_seconds)
     n = len(pts)
     if n == 0:

@@ -217,17 +217,21 @@ class DecodeWorker:
                 pass
         return rc
 
-    def _read(self, n: int, deadline: float) -> bytes | None:
-        fd = self.proc.stdout.fileno()
+    @staticmethod
+    def _read(fd: int, n: int, deadline: float) -> bytes | None:
+        """n bytes from the child, None at EOF (it died, or another thread killed it); TimeoutError at deadline."""
         buf = bytearray()
         while len(buf) < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            r, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if not r:
-                continue
-            chunk = os.read(fd, min(n - len(buf), 1 << 20))
+            try:
+                r, _, _ = select.select([fd], [], [], min(left, 1.0))
+                if not r:
+                    continue
+                chunk = os.read(fd, min(n - len(buf), 1 << 20))
+            except (OSError, ValueError):
+                return None
             if not chunk:
                 return None
             buf += chunk
@@ -240,21 +244,22 @@ class DecodeWorker:
         if not self.alive:
             self.start()
         finished = False
+        fd = self.proc.stdout.fileno()
         try:
             try:
                 self.proc.stdin.write(_pack({**req, "path": _encode_path(path)}))
                 self.proc.stdin.flush()
-            except (BrokenPipeError, OSError):
+            except (BrokenPipeError, OSError, AttributeError):
                 rc = self.kill()
                 raise WorkerFailure(path, f"decoder process died ({_signal_name(rc or 0)})") from None
             t_end = time.monotonic() + timeout
             while True:
                 deadline = t_end if per_message is None else min(t_end, time.monotonic() + per_message)
                 try:
-                    head = self._read(HEADER.size, deadline)
+                    head = self._read(fd, HEADER.size, deadline)
                     if head is not None:
                         jn, pn = HEADER.unpack(head)
-                        body = self._read(jn + pn, deadline)
+                        body = self._read(fd, jn + pn, deadline)
                     else:
                         body = None
                 except TimeoutError:

@@ -541,6 +541,8 @@ class Service:
                                         max_frames=int(s.max_video_seconds * 240) + 1,
                                         timeout=max(1.0, s.request_timeout_s))
         except BadInput as e:
+            if e.category == "too large":
+                raise ApiError(413, "video_too_large", _scrub(f"{up.filename}: {e.reason}", up)) from None
             raise ApiError(422, "corrupt_video", _scrub(f"{up.filename}: {e.reason}", up)) from None
         w, h = info.width, info.height
         if w <= 0 or h <= 0:
