@@ -304,6 +304,11 @@ def test_jfif_avif_heic_in_a_dataset(det, tmp_path, tiny_fp_model):
     assert out["not_read"] == {"unsupported type": 2, "hidden": 1, "not an image": 1}
     assert out["files"] == 14  # every file accounted for: 11 results + 3 left out by the walk
 
+    with _client(det) as c:  # the service takes HEIC and AVIF uploads (named anything: content decides)
+        for name in ("4.heic", "3.avif", "2.jfif"):
+            body = _post(c, "upload.bin", (root / "0_real" / name).read_bytes(), faces="off").json()
+            assert body.get("kind") == "image" and body["score"] is not None and body["width"] == 40, (name, body)
+
 
 # ------------------------------------------------------------------- isolation: a crash or hang costs one file
 def test_native_crash_and_hang_cost_one_file(det, tmp_path, monkeypatch):
