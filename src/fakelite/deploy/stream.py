@@ -13,6 +13,7 @@ in which case every frame is processed (useful for offline logs). Shows FPS and 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,15 @@ class LatestFrame:
     """Grabber thread holding only the most recent frame of a cv2.VideoCapture source."""
 
     def __init__(self, source: str | int, realtime: bool = True):
-        self.is_file = isinstance(source, str | Path) and not str(source).startswith(("rtsp://", "http://", "https://"))
+        # a regular file goes to the PyAV reader in the isolated worker; cameras, devices and URLs to OpenCV
+        self.is_file = isinstance(source, str | Path) and os.path.isfile(source)
+        if isinstance(source, str | Path) and not self.is_file:
+            try:
+                os.fsdecode(source).encode("utf-8")
+            except UnicodeEncodeError:  # never hand OpenCV a name that is not UTF-8 (it crashes on it)
+                from fakelite.data.io import display_path
+
+                raise RuntimeError(f"{display_path(source)}: no such file") from None
         self.cap = None
         self.error: str | None = None
         self.info: list = []
@@ -43,7 +52,7 @@ class LatestFrame:
         else:
             import cv2
 
-            self.cap = cv2.VideoCapture(source)
+            self.cap = cv2.VideoCapture(str(source) if isinstance(source, Path) else source)
             if not self.cap.isOpened():
                 raise RuntimeError(f"{source}: cannot open the video source")
             fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
