@@ -123,6 +123,9 @@ class _Child:
 
             rgb = load_rgb(path)
             self.send({"type": "image", "faces": self.faces(rgb, req.get("faces"), req.get("all_faces", False))}, rgb)
+        elif op == "image_size":
+            w, h = _image_size(path)
+            self.send({"type": "size", "width": w, "height": h})
         elif op == "probe":
             from fakelite.data.video_reader import probe_video
 
@@ -141,6 +144,30 @@ class _Child:
             self.send({"type": "info", "info": info[0].report()})
         else:
             raise ValueError(f"unknown op {op!r}")
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """(width, height) as displayed, from the header only (no pixels decoded); BadInput when it cannot be read."""
+    import warnings
+
+    from PIL import Image
+
+    from fakelite.data.io import exif_size, register_heif
+
+    register_heif()
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as img:
+                return exif_size(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInput(path, "image too large (decompression-bomb guard)") from None
+    except OSError as e:
+        if isinstance(e, FileNotFoundError | PermissionError):
+            raise BadInput(path, "cannot read the file") from None
+        raise BadInput(path, "not an image (unrecognised or unreadable header)") from None
+    except Exception:  # noqa: BLE001 - any parser error is one line
+        raise BadInput(path, "not an image (unrecognised or unreadable header)") from None
 
 
 def _child_main() -> None:
@@ -342,6 +369,18 @@ def load_image_isolated(path: str | os.PathLike, faces: str | None = None, all_f
         if msg.get("type") == "image" and arr is not None:
             rgb, found = arr.copy(), msg.get("faces")
     return rgb, found
+
+
+def image_size_isolated(path: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT_S) -> tuple[int, int]:
+    """(width, height) of an image as displayed (EXIF orientation), read from its header in the worker; no pixel
+    is decoded. Raises BadInput ("too large" for a decompression bomb)."""
+    size = None
+    for msg, _ in _run(path, {"op": "image_size"}, timeout):
+        if msg.get("type") == "size":
+            size = (int(msg["width"]), int(msg["height"]))
+    if size is None:
+        raise BadInput(path, "not an image (no answer from the decoder)")
+    return size
 
 
 def probe_video_isolated(path: str | os.PathLike, max_frames: int | None = None, max_seconds: float | None = None,

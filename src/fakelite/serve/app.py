@@ -26,7 +26,6 @@ import stat
 import tempfile
 import threading
 import time
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -515,19 +514,15 @@ class Service:
         decode worker and bounded (counting stops just past the limit), never from the header's claim."""
         s = self.settings
         if up.sniffed.kind == "image":
-            from PIL import Image
+            from fakelite.data.io import BadInput
+            from fakelite.deploy.isolated import image_size_isolated
 
-            from fakelite.data.io import exif_size, register_heif
-
-            register_heif()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    with Image.open(up.path) as img:
-                        w, h = exif_size(img)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise ApiError(413, "image_too_large", f"image has too many pixels (limit {s.max_pixels:,})") from None
-            except Exception:  # noqa: BLE001
+            try:  # the header is parsed in the isolated worker too (HEIC/AVIF headers are native code)
+                w, h = image_size_isolated(up.path, timeout=max(1.0, s.request_timeout_s))
+            except BadInput as e:
+                if e.category == "too large":
+                    raise ApiError(413, "image_too_large",
+                                   f"image has too many pixels (limit {s.max_pixels:,})") from None
                 raise ApiError(422, "corrupt_image", f"{up.sniffed.format.upper()} data could not be read") from None
             if w * h > s.max_pixels:
                 raise ApiError(413, "image_too_large",
