@@ -7,7 +7,9 @@ Why it is built this way:
 - The body is streamed by hand into a private temp folder (mode 0700) and counted as it arrives, so a huge upload
   is cut off at the limit (413) instead of being buffered; the file is always deleted, on errors and timeouts too.
 - What a file *is* comes from its magic bytes, never from its name or Content-Type; image pixel counts are read
-  from the header before any decode, video duration/size from the container before any frame is analysed.
+  from the header before any decode, a video's real length from its packet index (bounded, never the header's
+  claim) before any frame is analysed. Headers, frames and faces are read in the isolated decode worker
+  (`deploy/isolated.py`): a native crash or hang costs that request only.
 - Admission is bounded: at most `max_concurrency` detections run and `max_queue` wait; anything more gets 503 with
   Retry-After at once, so a burst never piles up memory or latency. Work runs on a dedicated thread pool whose
   slot is held until the thread really finishes (a timed-out request answers 504 but cannot overbook the CPU).
