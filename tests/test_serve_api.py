@@ -128,7 +128,13 @@ def test_sniff_magic_bytes():
     assert sniff(b"RIFF\0\0\0\0AVI LIST").kind == "video"
     assert sniff(b"\0\0\0\x18ftypisom\0\0").format == "mp4"
     assert sniff(b"\0\0\0\x14ftypqt  \0\0").format == "mov"
-    assert sniff(b"\0\0\0\x1cftypheic\0\0") is None
+    # HEIF/AVIF stills: images when the installed decoders open them (pillow-heif, Pillow's AVIF), else refused
+    from fakelite.data.io import IMAGE_EXTS
+
+    heic = sniff(b"\0\0\0\x1cftypheic\0\0")
+    assert (heic.kind, heic.format) == ("image", "heic") if ".heic" in IMAGE_EXTS else heic is None
+    avif = sniff(b"\0\0\0\x1cftypavif\0\0")
+    assert (avif.kind, avif.format) == ("image", "avif") if ".avif" in IMAGE_EXTS else avif is None
     assert sniff(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm").format == "webm"
     assert sniff(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska").format == "mkv"
     assert sniff(b"II*\0\x08\0\0\0").format == "tiff"

@@ -123,34 +123,65 @@ def detect_command(
     tile_aggregate: Annotated[str | None, typer.Option("--tile-aggregate", help="tiles: combine tile logits by "
                                                                                 "mean | max | topk (--aggregate is "
                                                                                 "the video rule)")] = None,
+    jsonl: Annotated[Path | None, typer.Option("--jsonl", help="Append each result here as it is known (JSON Lines; "
+                                                               "default: next to --json, same name .jsonl)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the results already in the JSON Lines file and "
+                                                          "score only the files not there yet")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds one file may take to decode in the isolated "
+                                                             "worker (videos: without progress, 10× in all); past "
+                                                             "it the file is reported and skipped")] = 120.0,
 ) -> None:
     """Score images, folders and videos: real/fake verdicts with face boxes and per-frame scores.
 
+    Every file is decoded in an isolated worker process (a crash or hang costs that file only); results are
+    appended to a JSON Lines file as they come, so `--resume` after a kill scores only what is left.
+
     Example: fakelite detect clip.mp4 photos/ --model model.onnx --json detect.json --annotate clip_annotated.mp4
+
+    Example (resume a killed run): fakelite detect photos/ --model model.onnx --json detect.json --resume
     """
+    from fakelite.data.io import display_path
+    from fakelite.data.walk import format_not_read
     from fakelite.deploy.detect import AGGREGATES, FACE_MODES, annotate_video, detect_paths
 
     if faces not in FACE_MODES:
         fail(f"--faces must be one of {', '.join(FACE_MODES)}, not {faces!r}")
     if aggregate not in AGGREGATES:
         fail(f"--aggregate must be mean or confident, not {aggregate!r}")
+    if timeout <= 0:
+        fail(f"--timeout must be > 0 s, not {timeout}")
+    if jsonl is None and json_out is not None:
+        jsonl = json_out.with_suffix(".jsonl")
+    if resume and jsonl is None:
+        fail("--resume needs --json (or --jsonl): the JSON Lines file of the earlier run")
     det = _load_detector(resolve_model_or_fail(model), backend, threads)
     scoring_overrides(det, policy, tile_aggregate)
     try:
         out = detect_paths(det, paths, faces=faces, frames=frames, every=every, aggregate=aggregate,
-                           all_faces=all_faces, face_detector=face_detector, face_resize=face_resize, quiet=quiet)
+                           all_faces=all_faces, face_detector=face_detector, face_resize=face_resize, quiet=quiet,
+                           jsonl=jsonl, resume=resume, timeout=timeout)
     except (ValueError, RuntimeError) as e:
         fail(str(e))
     for r in out["results"]:
+        name = display_path(r["path"])
         if r["error"]:
-            typer.echo(f"{r['path']}: skipped ({r['error']})", err=True)
+            typer.echo(f"{name}: skipped ({display_path(r['error'])})", err=True)
         elif r["score"] is None:
-            typer.echo(f"{r['path']}: {r.get('note', 'no score')}")
+            typer.echo(f"{name}: {r.get('note', 'no score')}")
         else:
-            extra = f", {r['frames_with_face']}/{r['frames_sampled']} frames with a face" if r["kind"] == "video" else ""
-            typer.echo(f"{r['path']}: {r['label']} (score {r['score']:.4f}{extra})")
+            extra = ""
+            if r["kind"] == "video":
+                extra = f", {r['frames_with_face']}/{r['frames_sampled']} frames with a face"
+                if r.get("frames_unreadable"):
+                    extra += f", {r['frames_unreadable']} unreadable frame(s) passed"
+            typer.echo(f"{name}: {r['label']} (score {r['score']:.4f}{extra})")
     if out["skipped"]:
         typer.echo(f"skipped {out['skipped']} file(s)", err=True)
+    if out.get("not_read"):
+        typer.echo(f"not read: {format_not_read(out['not_read'])} (of {out['files']} file(s); see 'not_read' in "
+                   "the JSON)", err=True)
+    if out.get("resumed"):
+        typer.echo(f"resumed: {out['resumed']} result(s) taken from {display_path(jsonl)}")
     if annotate is not None:
         vids = [r for r in out["results"] if r["kind"] == "video" and not r["error"]]
         if not vids:
@@ -193,6 +224,12 @@ def stream_command(
     lat = s["latency_ms"].get("total_ms", {})
     typer.echo(f"{s['processed']} frames processed, {s['dropped']} dropped, {s['fps']} fps; "
                f"latency median {lat.get('median', 0)} ms, p90 {lat.get('p90', 0)} ms")
+    if s.get("frames_unreadable"):
+        typer.echo(f"{s['frames_unreadable']} frame(s) of {s['frames_total']} could not be decoded (passed)", err=True)
+    if s.get("error"):
+        from fakelite.data.io import display_path
+
+        typer.echo(f"stopped early: {display_path(s['error'])}", err=True)
     if json_log:
         typer.echo(f"wrote {json_log}")
 

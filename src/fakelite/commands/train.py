@@ -162,6 +162,10 @@ def eval_command(
     skipped = sum(s["skipped"] for s in result["sets"].values())
     if skipped:
         typer.echo(f"skipped {skipped} unreadable file(s); see 'skipped_files' in the JSON", err=True)
+    if result["mean"].get("not_read"):
+        from fakelite.data.walk import format_not_read
+
+        typer.echo(f"not read: {format_not_read(result['mean']['not_read'])}; see 'not_read' in the JSON", err=True)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2))

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fakelite.data.io import IMAGE_EXTS, BadInput, load_rgb
 from fakelite.data.transforms import npr_image
 
 __all__ = ["contact_sheet", "npr_residual"]
-
-_IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def npr_residual(rgb: np.ndarray) -> np.ndarray:
@@ -24,10 +23,17 @@ def npr_residual(rgb: np.ndarray) -> np.ndarray:
 
 
 def _images(folder: Path, n: int) -> list[np.ndarray]:
-    from PIL import Image
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXTS) if folder.is_dir() else []
-    return [np.asarray(Image.open(p).convert("RGB")) for p in files[:n]]
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS) \
+        if folder.is_dir() else []
+    out = []
+    for p in files:
+        if len(out) >= n:
+            break
+        try:
+            out.append(load_rgb(p))  # upright (EXIF orientation), any mode → RGB
+        except BadInput:
+            continue
+    return out
 
 
 def _mean_npr_spectrum(imgs: list[np.ndarray]) -> np.ndarray:

@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import is_image_path
+from .io import IMAGE_EXTS
+from .walk import Walk, iter_dirs, walk_files
 
 REAL, FAKE = "0_real", "1_fake"
 LABEL_DIRS = {REAL: 0, FAKE: 1}
@@ -35,6 +36,12 @@ class ImageSet:
 
     name: str
     items: list[tuple[Path, int]] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of files the walk did not take
+
+    @property
+    def not_read(self) -> dict[str, int]:
+        """{reason: count} of the files under the set's label folders that are not read (see data/walk.py)."""
+        return Walk(left_out=self.left_out).not_read
 
     @property
     def n_real(self) -> int:
@@ -45,62 +52,74 @@ class ImageSet:
         return len(self.items) - self.n_real
 
 
-def _subdirs(d: Path) -> list[Path]:
+def _subdirs(d: Path, chain: frozenset[str] = frozenset()) -> list[Path]:
+    """Child folders of `d` (symlinks followed), minus hidden ones and any that lead back onto `chain` (the real
+    paths of `d` and the folders above it in this descent): a symlink cycle is never entered."""
+    here = chain | {os.path.realpath(d)}
     try:
-        return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+        kids = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
         return []
+    return [c for c in kids if os.path.realpath(c) not in here]
+
+
+def _chain(d: Path, chain: frozenset[str]) -> frozenset[str]:
+    return chain | {os.path.realpath(d)}
 
 
 def is_leaf_set(d: Path) -> bool:
     return (d / REAL).is_dir() or (d / FAKE).is_dir()
 
 
-def _holds_set(d: Path) -> bool:
+def _holds_set(d: Path, chain: frozenset[str] = frozenset()) -> bool:
     if is_leaf_set(d):
         return True
-    return any(_holds_set(c) for c in _subdirs(d))
+    here = _chain(d, chain)
+    return any(_holds_set(c, here) for c in _subdirs(d, here))
 
 
 def list_images(d: Path) -> list[Path]:
-    """All image files under `d` (recursive, following no symlinked dirs), sorted for determinism."""
-    out: list[Path] = []
-    for root, dirs, files in os.walk(d):
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        for f in sorted(files):
-            p = Path(root) / f
-            if is_image_path(p) and not f.startswith("."):
-                out.append(p)
-    return out
+    """All image files under `d` (recursive, following symlinked folders once each), sorted for determinism."""
+    return walk_files([d], IMAGE_EXTS).files
+
+
+def labelled_walk(d: Path) -> tuple[list[tuple[Path, int]], list[tuple[str, str]]]:
+    """(items, left_out): every image below `d` that sits under a `0_real` or `1_fake` folder, with its label,
+    and the (path, reason) of every file under those folders that is not read."""
+    items: list[tuple[Path, int]] = []
+    left: list[tuple[str, str]] = []
+    label_dirs = []
+    for root in iter_dirs(d):
+        if root.name in LABEL_DIRS and not any(a in root.parents for a in label_dirs):
+            label_dirs.append(root)
+    for root in label_dirs:
+        w = walk_files([root], IMAGE_EXTS)
+        items.extend((p, LABEL_DIRS[root.name]) for p in w.files)
+        left.extend(w.left_out)
+    return items, left
 
 
 def labelled_images(d: Path) -> list[tuple[Path, int]]:
     """Every image below `d` that sits under a `0_real` or `1_fake` folder, with its label."""
-    items: list[tuple[Path, int]] = []
-    for root, dirs, _ in os.walk(d):
-        dirs[:] = sorted(dirs)
-        name = Path(root).name
-        if name in LABEL_DIRS:
-            items.extend((p, LABEL_DIRS[name]) for p in list_images(Path(root)))
-            dirs[:] = []
-    return items
+    return labelled_walk(d)[0]
 
 
-def _collect(d: Path, root: Path, out: list[ImageSet]) -> None:
+def _collect(d: Path, root: Path, out: list[ImageSet], chain: frozenset[str] = frozenset()) -> None:
     rel = d.relative_to(root).as_posix() if d != root else (root.name or ".")
     if is_leaf_set(d):
-        out.append(ImageSet(rel, labelled_images(d)))
+        out.append(ImageSet(rel, *labelled_walk(d)))
         return
-    children = [c for c in _subdirs(d) if _holds_set(c)]
+    here = _chain(d, chain)
+    children = [c for c in _subdirs(d, here) if _holds_set(c, here)]
     if not children:
         return
     all_leaves = all(is_leaf_set(c) for c in children)
     grouped = all_leaves and (d != root or all(c.name.lower() in CLASS_NAMES for c in children))
     if grouped:
-        out.append(ImageSet(rel, labelled_images(d)))
+        out.append(ImageSet(rel, *labelled_walk(d)))
         return
     for c in children:
-        _collect(c, root, out)
+        _collect(c, root, out, here)
 
 
 def discover_sets(root: str | os.PathLike) -> list[ImageSet]:

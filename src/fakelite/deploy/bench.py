@@ -61,11 +61,12 @@ def prepare(model_path: Path, backend: str, workdir: Path, calib_data: Path | No
 
 def calibration_array(pre, data: Path | None, n: int, seed: int = 0) -> np.ndarray:
     """(n, 3, crop, crop) preprocessed images from `data` (any folder of images), else random normal input."""
-    from fakelite.data.io import BadInput, is_image_path, load_rgb
+    from fakelite.data.folders import list_images
+    from fakelite.data.io import BadInput, load_rgb
     from fakelite.data.transforms import eval_transform
 
     if data is not None:
-        files = sorted(p for p in Path(data).rglob("*") if p.is_file() and is_image_path(p))
+        files = sorted(list_images(Path(data)))
         rng = np.random.default_rng(seed)
         rng.shuffle(files)
         out = []

@@ -1,5 +1,8 @@
 """`fakelite stream`: capture → face → score in real time, dropping frames it cannot process in time.
 
+Video files are decoded by the frame-exact PyAV reader in the isolated worker (`deploy/isolated.py`): frames the
+decoder rejects are skipped and counted (`frames_unreadable`), a crash or hang of the decoder ends the stream with
+an `error` in the summary instead of killing the process, and any file name works. Cameras and URLs use OpenCV.
 A grabber thread reads the source continuously and keeps only the latest frame; the main loop takes whatever is
 newest, so latency stays bounded when scoring is slower than the source (the dropped count says how many frames
 were skipped). Files are read at their native rate (the grabber sleeps 1/fps per frame) unless `realtime=False`,
@@ -10,6 +13,7 @@ in which case every frame is processed (useful for offline logs). Shows FPS and 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -22,13 +26,36 @@ class LatestFrame:
     """Grabber thread holding only the most recent frame of a cv2.VideoCapture source."""
 
     def __init__(self, source: str | int, realtime: bool = True):
-        import cv2
+        # a regular file goes to the PyAV reader in the isolated worker; cameras, devices and URLs to OpenCV
+        self.is_file = isinstance(source, str | Path) and os.path.isfile(source)
+        if isinstance(source, str | Path) and not self.is_file:
+            try:
+                os.fsdecode(source).encode("utf-8")
+            except UnicodeEncodeError:  # never hand OpenCV a name that is not UTF-8 (it crashes on it)
+                from fakelite.data.io import display_path
 
-        self.cap = cv2.VideoCapture(source)
-        if not self.cap.isOpened():
-            raise RuntimeError(f"{source}: cannot open the video source")
-        fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
-        self.is_file = isinstance(source, str) and not source.startswith(("rtsp://", "http://", "https://"))
+                raise RuntimeError(f"{display_path(source)}: no such file") from None
+        self.cap = None
+        self.error: str | None = None
+        self.info: list = []
+        self._worker: list = []
+        if self.is_file:
+            from fakelite.data.io import BadInput
+            from fakelite.deploy.isolated import FRAME_TIMEOUT_S, probe_video_isolated, read_video_isolated
+
+            try:
+                fps = probe_video_isolated(source).fps
+            except BadInput as e:
+                raise RuntimeError(str(e)) from None
+            self._frames = read_video_isolated(source, all_frames=True, info_out=self.info, timeout=float("inf"),
+                                               per_frame_timeout=FRAME_TIMEOUT_S, worker_out=self._worker)
+        else:
+            import cv2
+
+            self.cap = cv2.VideoCapture(str(source) if isinstance(source, Path) else source)
+            if not self.cap.isOpened():
+                raise RuntimeError(f"{source}: cannot open the video source")
+            fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
         self.period = 1.0 / fps if self.is_file and realtime and fps > 0 else 0.0
         self.realtime = realtime
         self._cond = threading.Condition()
@@ -43,7 +70,7 @@ class LatestFrame:
     def _loop(self) -> None:
         t_next = time.perf_counter()
         while not self._stop:
-            ok, frame = self.cap.read()
+            ok, frame = self._read()
             if not ok:
                 break
             with self._cond:
@@ -56,9 +83,25 @@ class LatestFrame:
             if self.period:
                 t_next += self.period
                 time.sleep(max(0.0, t_next - time.perf_counter()))
+        if self.cap is None:
+            self._frames.close()  # stops the decode worker if the stream ended early
         with self._cond:
             self.finished = True
             self._cond.notify_all()
+
+    def _read(self) -> tuple[bool, np.ndarray | None]:
+        if self.cap is not None:
+            return self.cap.read()
+        from fakelite.data.io import BadInput
+
+        try:
+            _, _, rgb, _ = next(self._frames)
+        except StopIteration:
+            return False, None
+        except BadInput as e:  # the decoder crashed or hung on this file: end the stream, say why
+            self.error = str(e)
+            return False, None
+        return True, np.ascontiguousarray(rgb[..., ::-1])  # RGB → BGR, as OpenCV sources give
 
     def take(self, timeout: float = 5.0) -> tuple[int, np.ndarray] | None:
         """The newest frame not yet taken (index, BGR), or None when the source ended."""
@@ -77,7 +120,11 @@ class LatestFrame:
     def close(self) -> None:
         self._stop = True
         self._thread.join(timeout=2)
-        self.cap.release()
+        if self.cap is not None:
+            self.cap.release()
+        elif self._thread.is_alive():  # blocked waiting on the decode worker: stop it
+            for w in self._worker:
+                w.kill()
 
 
 def run_stream(detector, source: str | int, display: bool = True, json_log: Path | None = None,
@@ -157,6 +204,10 @@ def _run_stream(detector, source, display, json_log, max_frames, face_detector, 
                        for k, v in stages.items() if v},
         "frames": log, "stopped_by": stop.signal_name,
     }
+    if grab.is_file:
+        vi = grab.info[-1] if grab.info else None
+        summary.update(error=grab.error, frames_total=vi.frames if vi else None,
+                       frames_unreadable=vi.frames_unreadable if vi else None)
     if json_log is not None:
         Path(json_log).parent.mkdir(parents=True, exist_ok=True)
         Path(json_log).write_text(json.dumps(summary, indent=1))

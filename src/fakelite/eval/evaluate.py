@@ -88,6 +88,15 @@ def _operating_point_metrics(labels: np.ndarray, scores: np.ndarray, threshold: 
 
 
 OPERATING_KEYS = ("tpr_at_fpr", "fpr_at_threshold", "tpr_at_threshold", "ece")
+def _not_read(s: ImageSet, skipped: dict[str, str]) -> dict[str, int]:
+    """{reason: count}: files the folder walk left out (data/walk.py) plus files that failed to decode."""
+    from fakelite.data.io import reason_category
+
+    out = dict(s.not_read)
+    for reason in skipped.values():
+        k = reason_category(reason)
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, threshold: float = 0.5,
@@ -116,10 +125,16 @@ def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, 
                 m["acc_at_threshold"] = binary_metrics(labels, scores, threshold)["acc"]
             m.update(_operating_point_metrics(labels, scores, threshold, target_fpr))
             m["skipped_files"] = ds.skipped
+            m["not_read"] = _not_read(s, ds.skipped)  # every file under the set not scored, by reason
             result["sets"][s.name] = m
             if keep_scores:
                 raw[s.name] = (labels, scores)
     result["mean"] = mean_metrics(list(result["sets"].values()))
+    total: dict[str, int] = {}
+    for m in result["sets"].values():
+        for k, v in m["not_read"].items():
+            total[k] = total.get(k, 0) + v
+    result["mean"]["not_read"] = total
     if threshold != 0.5:
         vals = [m["acc_at_threshold"] for m in result["sets"].values() if m.get("acc_at_threshold") is not None]
         result["mean"]["acc_at_threshold"] = float(np.mean(vals)) if vals else None

@@ -12,9 +12,11 @@ def pct(v) -> str:
 
 def eval_table(result: dict, title: str = "") -> Table:
     """Rows: sets + mean; columns: Acc AP AUC EER real/fake Acc, [Acc at the threshold], [TPR at the target FPR,
-    FPR/TPR at the threshold, ECE], n, skipped (all in %)."""
+    FPR/TPR at the threshold, ECE], n, skipped, and "not read" (every file under the set not scored, by reason,
+    e.g. "2 unsupported type") when the result carries it (all rates in %)."""
     thr = result.get("threshold", 0.5)
     show_thr = thr != 0.5
+    show_nr = any(m.get("not_read") for m in result["sets"].values())
     t = Table(title=title or None)
     # operating-point columns (docs/scoring.md) when the result has them
     op = [k for k in ("tpr_at_fpr", "fpr_at_threshold", "tpr_at_threshold", "ece") if k in result["mean"]]
@@ -22,8 +24,8 @@ def eval_table(result: dict, title: str = "") -> Table:
     op_names = {"tpr_at_fpr": f"TPR@{100 * fpr:g}%FPR", "fpr_at_threshold": "FPR@thr", "tpr_at_threshold": "TPR@thr",
                 "ece": "ECE"}
     for c in (["set", "Acc", "AP", "AUC", "EER", "real Acc", "fake Acc"] + ([f"Acc@{thr:.3f}"] if show_thr else [])
-              + [op_names[k] for k in op] + ["n", "skipped"]):
-        t.add_column(c, justify="left" if c == "set" else "right")
+              + [op_names[k] for k in op] + ["n", "skipped"] + (["not read"] if show_nr else [])):
+        t.add_column(c, justify="left" if c in ("set", "not read") else "right")
     rows = list(result["sets"].items()) + [("mean", result["mean"])]
     for name, m in rows:
         cells = [name, pct(m["acc"]), pct(m["ap"]), pct(m["auc"]), pct(m["eer"]), pct(m["real_acc"]), pct(m["fake_acc"])]
@@ -31,6 +33,9 @@ def eval_table(result: dict, title: str = "") -> Table:
             cells.append(pct(m.get("acc_at_threshold")))
         cells += [pct(m.get(k)) for k in op]
         cells += [str(m["n"]), str(m["skipped"])]
+        if show_nr:
+            nr = m.get("not_read") or {}
+            cells.append(", ".join(f"{v} {k}" for k, v in sorted(nr.items(), key=lambda kv: (-kv[1], kv[0]))) or "0")
         t.add_row(*cells, style="bold" if name == "mean" else None)
     return t
 

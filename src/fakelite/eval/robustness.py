@@ -186,7 +186,7 @@ def run_robustness(
     """Evaluate every model on clean and perturbed copies of `sets`.
 
     Returns {"models": [...], "perturbations": {name: {"levels": [...], "x_label"}}, "sets": [...],
-    "n_images", "skipped": {path: reason}, "results": {model: {"clean": ROW, pert: [ROW per level]}}} where
+    "n_images", "skipped": {path: reason}, "not_read": {reason: n}, "results": {model: {"clean": ROW, pert: [ROW per level]}}} where
     ROW = {"level", "label", "mean": {acc, ap, auc, acc_at_threshold, n}, "sets": {set: {same}}}; acc is at 0.5 (the
     field's convention), acc_at_threshold at the threshold stored with the model.
     """
@@ -248,9 +248,24 @@ def run_robustness(
         "sets": [name for name, _ in decoded],
         "n_images": int(sum(len(r) for _, r in decoded)),
         "skipped": skipped,
+        "not_read": _not_read(sets, skipped),
         "seed": seed,
         "results": results,
     }
+
+
+def _not_read(sets, skipped: dict[str, str]) -> dict[str, int]:
+    """{reason: count} of every file under the sets not scored: left out by the folder walk or failed to decode."""
+    from fakelite.data.io import reason_category
+
+    out: dict[str, int] = {}
+    for s in sets:
+        for k, v in getattr(s, "not_read", {}).items():
+            out[k] = out.get(k, 0) + v
+    for reason in skipped.values():
+        k = reason_category(reason)
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 def _pct(v: float | None) -> str:

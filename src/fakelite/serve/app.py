@@ -7,7 +7,9 @@ Why it is built this way:
 - The body is streamed by hand into a private temp folder (mode 0700) and counted as it arrives, so a huge upload
   is cut off at the limit (413) instead of being buffered; the file is always deleted, on errors and timeouts too.
 - What a file *is* comes from its magic bytes, never from its name or Content-Type; image pixel counts are read
-  from the header before any decode, video duration/size from the container before any frame is analysed.
+  from the header before any decode, a video's real length from its packet index (bounded, never the header's
+  claim) before any frame is analysed. Headers, frames and faces are read in the isolated decode worker
+  (`deploy/isolated.py`): a native crash or hang costs that request only.
 - Admission is bounded: at most `max_concurrency` detections run and `max_queue` wait; anything more gets 503 with
   Retry-After at once, so a burst never piles up memory or latency. Work runs on a dedicated thread pool whose
   slot is held until the thread really finishes (a timed-out request answers 504 but cannot overbook the CPU).
@@ -26,7 +28,6 @@ import stat
 import tempfile
 import threading
 import time
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -115,6 +116,12 @@ class DetectResult(BaseModel):
     fps: float | None = None
     frames_with_face: int | None = None
     truncated: bool | None = None
+    frames_total: int | None = None
+    frames_requested: int | None = None
+    frames_decoded: int | None = None
+    frames_unreadable: int | None = None
+    header_frames: int | None = None
+    rotation: int | None = None
     model_id: str
     latency_ms: float
 
@@ -363,7 +370,7 @@ async def receive_upload(request: Request, settings: ServeSettings, tmpdir: Path
         sniffed = sniff(st["head"])
         if sniffed is None:
             raise ApiError(415, "unsupported_media_type",
-                           "not a supported image (PNG, JPEG, GIF, BMP, WebP, TIFF) or video (MP4, MOV, AVI, MKV, WebM)")
+                           "not a supported image (PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC, AVIF) or video (MP4, MOV, AVI, MKV, WebM)")
         final = Path(tmp + sniffed.ext)
         os.rename(tmp, final)  # readers dispatch on the extension: give them the real one
         tmp = str(final)
@@ -511,46 +518,49 @@ class Service:
 
     # -- detection (runs on a worker thread)
     def probe(self, up: Upload) -> dict[str, Any]:
-        """Check pixel/duration limits from headers only, before anything is decoded."""
+        """Check pixel/duration limits before anything is analysed: images from the header (size as displayed,
+        EXIF orientation applied); videos from their real length, counted from the packet index in the isolated
+        decode worker and bounded (counting stops just past the limit), never from the header's claim."""
         s = self.settings
         if up.sniffed.kind == "image":
-            from PIL import Image
+            from fakelite.data.io import BadInput
+            from fakelite.deploy.isolated import image_size_isolated
 
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    with Image.open(up.path) as img:
-                        w, h = img.size
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise ApiError(413, "image_too_large", f"image has too many pixels (limit {s.max_pixels:,})") from None
-            except Exception:  # noqa: BLE001
+            try:  # the header is parsed in the isolated worker too (HEIC/AVIF headers are native code)
+                w, h = image_size_isolated(up.path, timeout=max(1.0, s.request_timeout_s))
+            except BadInput as e:
+                if e.category == "too large":
+                    raise ApiError(413, "image_too_large",
+                                   f"image has too many pixels (limit {s.max_pixels:,})") from None
                 raise ApiError(422, "corrupt_image", f"{up.sniffed.format.upper()} data could not be read") from None
             if w * h > s.max_pixels:
                 raise ApiError(413, "image_too_large",
                                f"image is {w}×{h} = {w * h:,} pixels; the limit is {s.max_pixels:,}")
             return {"width": w, "height": h}
-        import cv2
+        from fakelite.data.io import BadInput
+        from fakelite.deploy.isolated import probe_video_isolated
 
-        cap = cv2.VideoCapture(str(up.path))
         try:
-            if not cap.isOpened():
-                raise ApiError(422, "corrupt_video", f"{up.sniffed.format.upper()} video could not be opened")
-            w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
-            h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            if w <= 0 or h <= 0:
-                raise ApiError(422, "corrupt_video", "video has no readable frames")
-            if w * h > s.max_pixels:
-                raise ApiError(413, "video_too_large",
-                               f"video frames are {w}×{h} = {w * h:,} pixels; the limit is {s.max_pixels:,}")
-            duration = count / fps if fps > 0 and count > 0 else None
-            if duration is not None and duration > s.max_video_seconds:
-                raise ApiError(413, "video_too_long",
-                               f"video lasts {duration:.0f} s; the limit is {s.max_video_seconds:g} s")
-            return {"width": w, "height": h, "duration_s": round(duration, 3) if duration else None}
-        finally:
-            cap.release()
+            info = probe_video_isolated(up.path, max_seconds=s.max_video_seconds,
+                                        max_frames=int(s.max_video_seconds * 240) + 1,
+                                        timeout=max(1.0, s.request_timeout_s))
+        except BadInput as e:
+            if e.category == "too large":
+                raise ApiError(413, "video_too_large", _scrub(f"{up.filename}: {e.reason}", up)) from None
+            raise ApiError(422, "corrupt_video", _scrub(f"{up.filename}: {e.reason}", up)) from None
+        w, h = info.width, info.height
+        if w <= 0 or h <= 0:
+            raise ApiError(422, "corrupt_video", "video has no readable frames")
+        if w * h > s.max_pixels:
+            raise ApiError(413, "video_too_large",
+                           f"video frames are {w}×{h} = {w * h:,} pixels; the limit is {s.max_pixels:,}")
+        if info.capped:
+            raise ApiError(413, "video_too_long", f"video lasts more than the limit of {s.max_video_seconds:g} s")
+        if (info.duration_s or 0) > s.max_video_seconds:
+            raise ApiError(413, "video_too_long",
+                           f"video lasts {info.duration_s:.1f} s; the limit is {s.max_video_seconds:g} s")
+        return {"width": w, "height": h, "duration_s": info.duration_s, "frames_total": info.frames,
+                "header_frames": info.header_frames}
 
     def face_detector(self) -> Any:
         """One face detector shared by all requests (the deploy detectors lock around their non-reentrant core)."""
@@ -566,7 +576,8 @@ class Service:
         from fakelite.deploy.detect import detect_file
 
         info = self.probe(up)
-        kw: dict[str, Any] = {"face_detector": self.face_detector()} if faces != "off" else {}
+        # faces are found in the isolated decode worker (a native crash or hang there costs this request only)
+        kw: dict[str, Any] = {"face_detector": "haar", "timeout": max(1.0, self.settings.request_timeout_s)}
         try:
             res = detect_file(self.detector, up.path, faces=faces, frames=frames, aggregate=aggregate, **kw)
         except BadInput as e:
@@ -590,8 +601,11 @@ class Service:
                         "faces": _clean_faces(fr.get("faces"))} for i, fr in enumerate(res.get("frames") or [])],
             "aggregate": aggregate if up.sniffed.kind == "video" else None,
             **info,
-            **({"fps": res.get("fps"), "frames_with_face": res.get("frames_with_face"),
-                "truncated": res.get("truncated")} if up.sniffed.kind == "video" else {}),
+            **{k: res[k] for k in ("width", "height") if res.get(k)},  # as displayed (EXIF/rotation applied)
+            **({k: res.get(k) for k in ("fps", "frames_with_face", "truncated", "duration_s", "frames_total",
+                                        "frames_requested", "frames_decoded", "frames_unreadable", "header_frames",
+                                        "rotation") if k in res or k in ("fps", "frames_with_face", "truncated")}
+               if up.sniffed.kind == "video" else {}),
             "model_id": str(getattr(self.detector, "model_id", "unknown")),
         }
         return out

@@ -10,7 +10,7 @@ SNIFF_BYTES = 64  # enough for every signature below
 @dataclass(frozen=True)
 class Sniffed:
     kind: str  # "image" | "video"
-    format: str  # png, jpeg, gif, bmp, webp, tiff, mp4, mov, avi, mkv, webm
+    format: str  # png, jpeg, gif, bmp, webp, tiff, heic, avif, mp4, mov, avi, mkv, webm
     ext: str  # extension the temp file gets, so readers dispatch on the real type
 
     @property
@@ -20,7 +20,7 @@ class Sniffed:
 
 _MIME = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "bmp": "image/bmp", "webp": "image/webp",
          "tiff": "image/tiff", "mp4": "video/mp4", "mov": "video/quicktime", "avi": "video/x-msvideo",
-         "mkv": "video/x-matroska", "webm": "video/webm"}
+         "mkv": "video/x-matroska", "webm": "video/webm", "heic": "image/heic", "avif": "image/avif"}
 
 _QT_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 
@@ -46,7 +46,11 @@ def sniff(head: bytes) -> Sniffed | None:
         if brand == b"qt  ":
             return Sniffed("video", "mov", ".mov")
         if brand[:3] in (b"hei", b"mif", b"avi", b"msf") or brand in (b"heic", b"heix", b"mif1", b"avif"):
-            return None  # HEIF/AVIF stills share the ISO box layout; not supported
+            # HEIF/AVIF stills share the ISO box layout: images, when the installed decoders open them
+            from fakelite.data.io import IMAGE_EXTS
+
+            ext = ".avif" if brand[:3] == b"avi" else ".heic"
+            return Sniffed("image", ext[1:], ext) if ext in IMAGE_EXTS else None
         return Sniffed("video", "mp4", ".mp4")
     if head[4:8] in _QT_ATOMS:
         return Sniffed("video", "mov", ".mov")  # old QuickTime files start with a bare atom
