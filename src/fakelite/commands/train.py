@@ -79,6 +79,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+    backend: Annotated[str, typer.Option(help="Runtime of an exported .onnx: auto | onnxruntime | openvino")] = "auto",
 ) -> None:
     """Acc/AP/AUC/EER on every test set under --data, plus the mean.
 
@@ -98,8 +99,8 @@ def eval_command(
         from fakelite.deploy.runtime import Detector
 
         try:
-            m = Detector.load(model, threads=threads).as_module()
-        except ArtifactError as e:
+            m = Detector.load(model, backend=backend, threads=threads).as_module()
+        except (ArtifactError, RuntimeError) as e:
             fail(str(e))
     else:
         m = load_model_or_fail(model)

@@ -22,9 +22,9 @@ import numpy as np
 
 from fakelite.models.registry import Preprocess
 
-BACKENDS = ("torch", "onnxruntime", "litert")
+BACKENDS = ("torch", "onnxruntime", "litert", "openvino")
 _SUFFIX = {".fakelite": "torch", ".onnx": "onnxruntime", ".tflite": "litert"}
-_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert", "pytorch": "torch"}
+_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert", "pytorch": "torch", "ov": "openvino"}
 
 
 @dataclass
@@ -67,6 +67,7 @@ class Detector:
         suffix = f"-{kind}" if kind and kind != "fp32" else ""
         self.model_id = f"{arch}-{_short_hash(header)}{suffix}"
         self._lock = threading.Lock() if lock_backend else None
+        self.backend_reason = f"{backend} requested"  # why this backend runs the model (`--backend auto` fills it)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -91,6 +92,8 @@ class Detector:
             return cls._load_torch(path, threads)
         if backend == "onnxruntime":
             return cls._load_onnx(path, threads)
+        if backend == "openvino":
+            return cls._load_openvino(path, threads)
         return cls._load_litert(path, threads)
 
     @classmethod
@@ -141,6 +144,25 @@ class Detector:
 
         det = cls("onnxruntime", run, header, path, threads, lock_backend=False)
         det.session = sess
+        return det
+
+    @classmethod
+    def _load_openvino(cls, path: Path, threads: int | None) -> Detector:
+        from fakelite.artifact import ArtifactError
+        from fakelite.deploy.onnx import read_metadata
+        from fakelite.deploy.openvino import OpenVINORunner
+
+        if path.suffix.lower() != ".onnx":
+            raise ArtifactError(f"{path}: the openvino backend reads .onnx files (fakelite export --format onnx-qdq)")
+        try:
+            header = read_metadata(path)
+            runner = OpenVINORunner(path, threads)
+        except ValueError as e:
+            raise ArtifactError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - protobuf errors: not an ONNX file
+            raise ArtifactError(f"{path}: not a valid ONNX file ({str(e).splitlines()[0][:100]})") from None
+        det = cls("openvino", runner, header, path, threads, lock_backend=True)
+        det.ov_runner = runner
         return det
 
     @classmethod
