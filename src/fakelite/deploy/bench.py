@@ -24,20 +24,20 @@ from typing import Any
 
 import numpy as np
 
-BENCH_BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-qdq", "openvino", "openvino-qdq", "tflite")
+BENCH_BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-qdq", "openvino", "openvino-qdq", "tflite", "auto")
 # canonical runtime names (torch, onnxruntime, litert, openvino) accepted for the bench names above
 BENCH_ALIASES = {"onnxruntime": "onnx", "ort": "onnx", "onnxruntime-int8": "onnx-int8", "onnxruntime-qdq": "onnx-qdq",
                  "litert": "tflite", "ov": "openvino", "ov-qdq": "openvino-qdq", "pytorch": "torch"}
 # the Detector backend (runtime) each bench backend runs on
 RUNTIME_OF = {"torch": "torch", "onnx": "onnxruntime", "onnx-int8": "onnxruntime", "onnx-qdq": "onnxruntime",
-              "openvino": "openvino", "openvino-qdq": "openvino", "tflite": "litert"}
+              "openvino": "openvino", "openvino-qdq": "openvino", "tflite": "litert", "auto": "auto"}
 
 
 def bench_name(name: str) -> str:
     """The bench backend name of `name` (aliases resolved); ValueError for an unknown one."""
     b = BENCH_ALIASES.get(name.strip(), name.strip())
     if b not in BENCH_BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BENCH_BACKENDS + ('auto',))}")
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BENCH_BACKENDS)}")
     return b
 
 
@@ -55,6 +55,8 @@ def prepare(model_path: Path, backend: str, workdir: Path, calib_data: Path | No
     if backend == "torch":
         if suffix != ".fakelite":
             raise ValueError(f"{model_path}: the torch backend needs a .fakelite file")
+        return model_path
+    if backend == "auto":  # the file as given: Detector.load's probe picks the runtime (a .fakelite runs in torch)
         return model_path
     if backend == "tflite":
         if suffix != ".tflite":
@@ -125,7 +127,7 @@ def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 
             "latency_ms": {"median": round(med, 3), "p90": round(float(np.percentile(t, 90)), 3)},
             "throughput_ips": round(batch * 1000.0 / med, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
             "model_bytes": int(Path(path).stat().st_size), "runs": len(times), "model": str(path),
-            "runtime": det.backend, "host": host_info(threads)}
+            "runtime": det.backend, "backend_reason": det.backend_reason, "host": host_info(threads)}
 
 
 def compare(model_path: Path, backends: list[str], size: int | None = None, threads: int = 1, batch: int = 1,

@@ -56,7 +56,7 @@ class OpenVINORunner:
         try:
             self.model = self.core.read_model(str(self.path))
         except Exception as e:  # noqa: BLE001 - frontend errors: unsupported op, not ONNX
-            raise ValueError(f"{self.path}: OpenVINO cannot read it ({str(e).strip().splitlines()[0][:160]})") from None
+            raise ValueError(f"{self.path}: OpenVINO cannot read it ({_summary(str(e))})") from None
         self.input_name = self.model.inputs[0].get_any_name()
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._max = max_shapes
@@ -98,6 +98,16 @@ class OpenVINORunner:
             prec = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "?"
             out.setdefault(kind, Counter())[prec] += 1
         return out
+
+
+def _summary(msg: str) -> str:
+    """The useful part of an OpenVINO frontend error (its "Summary:" lines), on one line."""
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    if "Summary:" in lines:
+        lines = [ln.lstrip("- ") for ln in lines[lines.index("Summary:") + 1:]]
+    else:
+        lines = [ln for ln in lines if not ln.startswith(("Exception from", "Check "))] or lines
+    return "; ".join(lines)[:200]
 
 
 def version() -> str | None:

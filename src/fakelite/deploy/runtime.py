@@ -1,4 +1,4 @@
-"""`fakelite.Detector`: one inference class over three backends (PyTorch, ONNX Runtime, LiteRT).
+"""`fakelite.Detector`: one inference class over four backends (PyTorch, ONNX Runtime, OpenVINO, LiteRT).
 
 The artifact decides everything about preprocessing (crop, normalisation, NPR) and the decision threshold:
 a .fakelite carries its header, an exported .onnx embeds the same header in metadata_props, a .tflite carries it
@@ -6,7 +6,8 @@ in a sidecar `<file>.tflite.json` written by `fakelite export --format tflite`.
 
 Thread safety: `predict*` may be called from many threads at once (the HTTP service shares one Detector).
 Preprocessing runs unlocked; the backend call is serialised by a lock for torch and LiteRT (their modules /
-interpreters are not re-entrant) and left unlocked for ONNX Runtime (InferenceSession.run is thread-safe).
+interpreters are not re-entrant; an OpenVINO infer request neither) and left unlocked for ONNX Runtime
+(InferenceSession.run is thread-safe).
 """
 
 from __future__ import annotations
@@ -72,22 +73,39 @@ class Detector:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", threads: int | None = None) -> Detector:
-        """Open a .fakelite (torch), .onnx (onnxruntime) or .tflite (litert) file; "auto" picks by suffix.
+        """Open a .fakelite (torch), .onnx (onnxruntime or openvino) or .tflite (litert) file.
 
+        backend "auto": a .onnx runs on the fastest installed runtime that can read it, by a short timed probe
+        cached per host and model (`fakelite.deploy.autoselect`); a .fakelite runs in torch, a .tflite in litert.
+        `det.backend_reason` says what was picked and why. Aliases: onnx → onnxruntime, tflite → litert.
         Raises fakelite.artifact.ArtifactError (a ValueError) with one line naming the file on any problem.
         """
         from fakelite.artifact import ArtifactError
 
         path = Path(path)
         backend = _ALIASES.get(backend, backend)
-        if backend == "auto":
-            backend = _SUFFIX.get(path.suffix.lower(), "")
-            if not backend:
-                raise ArtifactError(f"{path}: unknown model type (expected .fakelite, .onnx or .tflite)")
-        if backend not in BACKENDS:
+        if backend != "auto" and backend not in BACKENDS:
             raise ArtifactError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
         if not path.is_file():
             raise ArtifactError(f"{path}: no such model file")
+        if backend != "auto":
+            return cls.load_backend(path, backend, threads)
+        if path.suffix.lower() not in _SUFFIX:
+            raise ArtifactError(f"{path}: unknown model type (expected .fakelite, .onnx or .tflite)")
+        from fakelite.deploy.autoselect import choose_backend
+
+        try:
+            choice, loaded = choose_backend(path, threads)
+        except ValueError as e:
+            raise ArtifactError(str(e)) from None
+        det = loaded.get(choice.backend) or cls.load_backend(path, choice.backend, threads)
+        det.backend_reason = choice.reason + (" (cached probe)" if choice.cached else "")
+        det.backend_choice = choice.to_dict()
+        return det
+
+    @classmethod
+    def load_backend(cls, path: Path, backend: str, threads: int | None) -> Detector:
+        """Load `path` on one named backend (no choice)."""
         if backend == "torch":
             return cls._load_torch(path, threads)
         if backend == "onnxruntime":
