@@ -518,6 +518,10 @@ class ExportConv(nn.Module):
             y = y + F.conv2d(ones, self.border[0], self.border[1], g["stride"], g["padding"], g["dilation"])
         if self.shortcut_coef is not None:
             xf = self._float_input(x)
+            if EMIT_QDQ["on"]:  # the same function in ops every runtime fuses (fakelite.deploy.qdq.cqb_shortcut)
+                from fakelite.deploy.qdq import cqb_shortcut
+
+                return y + cqb_shortcut(xf, self.cqb, self.shortcut_coef, tuple(y.shape[-2:]))
             y = y + self.shortcut_coef.reshape(1, -1, 1, 1) * self.cqb.shortcut(xf, tuple(y.shape[-2:]))
         return y
 

@@ -82,6 +82,33 @@ def conv_to_float_qdq(g, xq, p: dict[str, Any]):
     return g.op("Conv", *args, **_conv_attrs(p))
 
 
+def cqb_shortcut(x: torch.Tensor, cqb: nn.Module, coef: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """coef[c] · shortcut(x)[c] of a CQB (QMDD eqs. 7–9) in ops that runtimes run fast, the same function:
+
+    * down (C_in = g·C_out): the average of each group of g channels, times coef, is a grouped 1×1 conv
+      (groups = C_out, kernel coef[o]/g) — one op in OpenVINO's blocked layout, where Reshape → ReduceMean (a
+      reduction over a middle axis) costs as much and adds two layout reorders (measured: docs/deploy.md);
+    * up (C_out = r·C_in): channel o ← input o mod C_in is a Concat of r copies (OpenVINO's Tile is a reference
+      kernel: 10 % of the W2A2 QMDD time at 224²), times coef;
+    * equal channels: x · coef. Spatial average pooling (the conv's stride) stays AvgPool.
+    Non-divisible channel ratios keep the CQB's own form. x: (N, C_in, H, W) float; returns (N, C_out, H', W').
+    """
+    from fakelite.quant.cqb import spatial_pool
+
+    x = spatial_pool(x, cqb.stride, out_hw)
+    cin, cout = cqb.in_channels, cqb.out_channels
+    c = coef.float()
+    if cqb.mode == "dn" and cin % cout == 0:
+        g = cin // cout
+        w = (c / g).reshape(cout, 1, 1, 1).expand(cout, g, 1, 1).contiguous()
+        return torch.nn.functional.conv2d(x, w, None, 1, 0, 1, cout)
+    if cqb.mode == "up" and cout % cin == 0:
+        return torch.cat([x] * (cout // cin), 1) * c.reshape(1, -1, 1, 1)
+    if cqb.mode == "eq":
+        return x * c.reshape(1, -1, 1, 1)
+    return c.reshape(1, -1, 1, 1) * cqb.shortcut(x, out_hw)
+
+
 def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, strict: bool = False) -> dict[str, Any]:
     """QDQ ONNX of a quantized model (standard ops only). Returns {"path", "kind": "qdq", "layers", "ops"}.
 
