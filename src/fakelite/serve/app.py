@@ -462,6 +462,7 @@ class Service:
             "provenance": header.get("provenance"),
             "metrics": header.get("metrics"),
             "backend": getattr(det, "backend", None),
+            "backend_reason": getattr(det, "backend_reason", None),
             "load_seconds": self.load_seconds,
         }
         cost = self.cost()
