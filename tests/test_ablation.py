@@ -25,7 +25,8 @@ def quick_study(tiny_data, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ablation")
     out, work = root / "results", root / "work"
-    args = ["ablation", "--data", str(tiny_data), "--out", str(out), "--work", str(work), "--quick", "--threads", "1"]
+    args = ["ablation", "--data", str(tiny_data), "--out", str(out), "--work", str(work), "--quick", "--threads", "1",
+            "--deployable-w2a2"]
     r = CliRunner().invoke(_cli(), args)
     assert r.exit_code == 0, r.output
     return out, work, args, r.output
@@ -65,7 +66,11 @@ def test_quick_study_writes_every_row(quick_study, tiny_data):
     assert res["wall_seconds"] > 0 and "min" in (out / "qmdd-ablation.md").read_text()
     md = (out / "qmdd-ablation.md").read_text()
     assert "Fig. 9" in md and "Table 4" in md and "Ours W2A2" in md
-    assert "[11/11]" in output
+    assert "[12/12]" in output
+    # the deployable W2A2 row (uniform LSQ, NPR, no CQB) next to QMDD's W2A2
+    assert rows["lsq_w2a2_deploy"]["quant"]["quantizer"] == "lsq" and not rows["lsq_w2a2_deploy"].get("cqb_alpha")
+    assert res["deployable_w2a2"] == ["ours_w2a2", "lsq_w2a2_deploy"]
+    assert "Deployable W2A2 (LSQ, NPR, no CQB)" in md
 
 
 def test_rerun_reuses_cached_rows(quick_study):

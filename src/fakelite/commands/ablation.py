@@ -29,6 +29,8 @@ def ablation_command(
                                              help="Logit KD from the FP model in every QAT row")] = False,
     seed: Annotated[int, typer.Option(help="Random seed (every row)")] = 0,
     cqb_study: Annotated[bool, typer.Option("--cqb-study", help="Also compare CQB α₀ = 0.5 and a fixed α = 0.9")] = False,
+    deployable_w2a2: Annotated[bool, typer.Option("--deployable-w2a2", help="Also train the deployable W2A2 row (LSQ, "
+                                                  "NPR, no CQB: the fast integer graph) next to QMDD's W2A2")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke run: a few steps and images per row (< 90 s)")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option("--quiet/--progress", help="Hide per-epoch progress bars")] = True,
@@ -52,7 +54,7 @@ def ablation_command(
         fail(f"{data}: needs train/, val/ and test/<set>/{{0_real,1_fake}} folders")
     cfg = StudyConfig(data=data, work=work, out=out, size=size, epochs=epochs, fp_epochs=fp_epochs, lr=lr,
                       batch_size=batch_size, calib=calib, teacher_kd=teacher_kd, seed=seed, threads=threads,
-                      quick=quick, cqb_study=cqb_study, fp_npr=fp_npr, fp_rgb=fp_rgb, quiet=quiet)
+                      quick=quick, cqb_study=cqb_study, deployable_w2a2=deployable_w2a2, fp_npr=fp_npr, fp_rgb=fp_rgb, quiet=quiet)
     parts = ["fakelite ablation", "--data", str(data), "--size", str(size), "--epochs", str(epochs),
              "--fp-epochs", str(fp_epochs), "--out", str(out), "--work", str(work)]
     for flag, val, default in (("--fp-npr", fp_npr, None), ("--fp-rgb", fp_rgb, None), ("--lr", lr, 2e-4),
@@ -60,7 +62,8 @@ def ablation_command(
                                ("--threads", threads, None)):
         if val != default:
             parts += [flag, str(val)]
-    parts += [f for f, on in (("--teacher-kd", teacher_kd), ("--cqb-study", cqb_study), ("--quick", quick)) if on]
+    parts += [f for f, on in (("--teacher-kd", teacher_kd), ("--cqb-study", cqb_study),
+                                  ("--deployable-w2a2", deployable_w2a2), ("--quick", quick)) if on]
     command = " ".join(shlex.quote(p) if i else p for i, p in enumerate(parts))
     try:
         run_study(cfg, command=command)

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from fakelite.commands.common import fail, load_model_or_fail, resolve_model_or_fail, scoring_overrides
-from fakelite.deploy.backends import HELP as BACKEND_HELP
 
 POLICY_HELP = "Scoring of large images: center | resize256 | tiles (default: the model's stored policy)"
 
@@ -34,7 +33,9 @@ def _load_detector(model: Path, backend: str = "auto", threads: int | None = Non
 def export_command(
     model: Annotated[Path, typer.Option("--model", help="A .fakelite file or a packaged model name (default, ...)")],
     out: Annotated[Path, typer.Option("--out", help="Output file (.onnx or .tflite)")],
-    format: Annotated[str, typer.Option("--format", help="onnx or tflite")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx (ORT integer graph for quantized models) | onnx-qdq "
+                                                         "(standard QDQ: ONNX Runtime and OpenVINO) | tflite")] = "onnx",
+    qdq: Annotated[bool, typer.Option("--qdq", help="Same as --format onnx-qdq")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="FP models: ORT static int8 (needs --data). Quantized models "
                                                       "always export as integer graphs")] = False,
     calib: Annotated[int, typer.Option("--calib", help="Calibration images for --int8")] = 64,
@@ -56,8 +57,11 @@ def export_command(
 
     m = load_model_or_fail(model)
     scoring_overrides(m, policy, aggregate)
-    if format not in ("onnx", "tflite"):
-        fail(f"--format must be onnx or tflite, not {format!r}")
+    if format not in ("onnx", "onnx-qdq", "tflite"):
+        fail(f"--format must be onnx, onnx-qdq or tflite, not {format!r}")
+    qdq = qdq or format == "onnx-qdq"
+    if qdq and format == "tflite":
+        fail("--qdq is an ONNX graph form: use --format onnx-qdq")
     if format == "tflite":
         from fakelite.deploy.litert import LiteRTUnavailable, export_tflite, parity_tflite
 
@@ -80,11 +84,13 @@ def export_command(
                        f"{p['max_abs_logit_diff']:.3g}, same decisions {p['same_decisions']}/{p['n']}")
         return
     quant = bool(getattr(m, "fakelite_quant", None))
+    if qdq and not quant:
+        int8 = True  # the QDQ graph of a full-precision model is ORT static int8
     if int8 and not quant and data is None:
         fail("--int8 for a full-precision model needs --data (calibration images)")
     cal = calibration_array(m.preprocess, data, calib) if int8 and not quant else None
     try:
-        rep = export_onnx(m, out, int8=int8, calib=cal, strict=strict)
+        rep = export_onnx(m, out, int8=int8, calib=cal, strict=strict, qdq=qdq)
     except ValueError as e:
         fail(str(e))
     from fakelite.deploy.export_report import op_summary
@@ -116,7 +122,8 @@ def detect_command(
                                               help="Resize face crops to the model's input side (for models trained on "
                                                    "resized face crops); default keeps native pixels, as NPR needs")] = False,
     annotate: Annotated[Path | None, typer.Option(help="Write the (first) video annotated with boxes/scores (mp4)")] = None,
-    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+    backend: Annotated[str, typer.Option(help="auto (.onnx: the fastest installed runtime, probed and cached per "
+                                              "host) | torch | onnxruntime | openvino | litert")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
     policy: Annotated[str | None, typer.Option("--policy", help=POLICY_HELP)] = None,
@@ -201,7 +208,8 @@ def stream_command(
     json_log: Annotated[Path | None, typer.Option("--json", help="Write the per-frame log + summary here")] = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after this many processed frames")] = None,
     face_detector: Annotated[str, typer.Option("--face-detector", help="haar | blazeface")] = "haar",
-    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+    backend: Annotated[str, typer.Option(help="auto (.onnx: the fastest installed runtime, probed and cached per "
+                                              "host) | torch | onnxruntime | openvino | litert")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
 ) -> None:
     """Real-time detection on a camera, file or stream; drops frames it cannot process in time.
@@ -237,7 +245,8 @@ def stream_command(
 def bench_command(
     model: Annotated[Path, typer.Option("--model", help=".fakelite (exported on the fly) or .onnx/.tflite, or a "
                                                         "packaged model name")],
-    backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8 | tflite")] = "torch",
+    backend: Annotated[str, typer.Option(help="torch | onnx (=onnxruntime) | onnx-int8 | onnx-qdq | openvino | "
+                                              "openvino-qdq | tflite (=litert) | auto")] = "torch",
     size: Annotated[int | None, typer.Option(help="Input side (default: the model's crop)")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads")] = 1,
     batch: Annotated[int, typer.Option(help="Batch size")] = 1,
@@ -263,13 +272,14 @@ def bench_command(
     """
     import tempfile
 
-    from fakelite.deploy.bench import BENCH_BACKENDS, prepare, run_bench
+    from fakelite.deploy.bench import bench_name, prepare, run_bench
     from fakelite.deploy.bench import compare as run_compare
 
     names = [b.strip() for b in (compare or backend).split(",") if b.strip()]
-    bad = [b for b in names if b not in BENCH_BACKENDS]
-    if bad:
-        fail(f"unknown backend {bad[0]!r}; choose from {', '.join(BENCH_BACKENDS)}")
+    try:
+        names = [bench_name(b) for b in names]
+    except ValueError as e:
+        fail(str(e))
     model = resolve_model_or_fail(model)
     if not model.is_file():
         fail(f"{model}: no such model file")

@@ -120,6 +120,7 @@ def eval_command(
     policy: Annotated[str | None, typer.Option("--policy", help="Override the stored scoring policy: center | "
                                                                 "resize256 | tiles")] = None,
     aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk")] = None,
+    backend: Annotated[str, typer.Option(help="Runtime of an exported .onnx: auto | onnxruntime | openvino")] = "auto",
 ) -> None:
     """Acc/AP/AUC/EER on every test set under --data, plus the mean; TPR at the stored target FPR, FPR/TPR at
     the stored threshold and the expected calibration error (ECE) per set.
@@ -141,8 +142,8 @@ def eval_command(
         from fakelite.deploy.runtime import Detector
 
         try:
-            m = Detector.load(model, threads=threads).as_module()
-        except ArtifactError as e:
+            m = Detector.load(model, backend=backend, threads=threads).as_module()
+        except (ArtifactError, RuntimeError) as e:
             fail(str(e))
     else:
         m = load_model_or_fail(model)

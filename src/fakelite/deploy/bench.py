@@ -1,8 +1,11 @@
 """`fakelite bench`: latency of one backend on random input of the model's crop size.
 
-Backends: torch (the .fakelite in PyTorch eager), onnx (FP32 ONNX, or the given .onnx as is), onnx-int8 (integer
-ONNX of a quantized model, ORT static int8 of an FP one — calibrated on --data images, or on random input when
-none are given, which is fine for timing only), tflite (a given .tflite). Warm-up runs, then timed runs:
+Backends (runtime[-graph]): torch (the .fakelite in PyTorch eager), onnx = onnxruntime (FP32 ONNX, or the given
+.onnx as is), onnx-int8 (ORT-specific integer ONNX of a quantized model, ORT static int8 of an FP one — calibrated
+on --data images, or on random input when none are given, which is fine for timing only), onnx-qdq (the standard
+QDQ graph of a quantized model — `export --format onnx-qdq` —, ORT static int8 QDQ of an FP one) on ONNX Runtime,
+openvino (FP32 ONNX of an FP model, the QDQ graph of a quantized one, or the given .onnx) and openvino-qdq (the
+onnx-qdq file) on OpenVINO, tflite = litert (a given .tflite). Every result records the host (`host.host_info`). Warm-up runs, then timed runs:
 median and p90 latency, throughput (batch/median), peak RSS (ru_maxrss of this process), model bytes.
 `compare` runs each backend in its own subprocess so RSS and thread pools do not mix.
 """
@@ -21,7 +24,21 @@ from typing import Any
 
 import numpy as np
 
-BENCH_BACKENDS = ("torch", "onnx", "onnx-int8", "tflite")
+BENCH_BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-qdq", "openvino", "openvino-qdq", "tflite", "auto")
+# canonical runtime names (torch, onnxruntime, litert, openvino) accepted for the bench names above
+BENCH_ALIASES = {"onnxruntime": "onnx", "ort": "onnx", "onnxruntime-int8": "onnx-int8", "onnxruntime-qdq": "onnx-qdq",
+                 "litert": "tflite", "ov": "openvino", "ov-qdq": "openvino-qdq", "pytorch": "torch"}
+# the Detector backend (runtime) each bench backend runs on
+RUNTIME_OF = {"torch": "torch", "onnx": "onnxruntime", "onnx-int8": "onnxruntime", "onnx-qdq": "onnxruntime",
+              "openvino": "openvino", "openvino-qdq": "openvino", "tflite": "litert", "auto": "auto"}
+
+
+def bench_name(name: str) -> str:
+    """The bench backend name of `name` (aliases resolved); ValueError for an unknown one."""
+    b = BENCH_ALIASES.get(name.strip(), name.strip())
+    if b not in BENCH_BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BENCH_BACKENDS)}")
+    return b
 
 
 def _peak_rss_mb() -> float:
@@ -32,11 +49,14 @@ def _peak_rss_mb() -> float:
 def prepare(model_path: Path, backend: str, workdir: Path, calib_data: Path | None = None,
             n_calib: int = 16) -> Path:
     """The file the backend runs: the .fakelite itself, or an ONNX export of it (written into workdir)."""
+    backend = bench_name(backend)
     model_path = Path(model_path)
     suffix = model_path.suffix.lower()
     if backend == "torch":
         if suffix != ".fakelite":
             raise ValueError(f"{model_path}: the torch backend needs a .fakelite file")
+        return model_path
+    if backend == "auto":  # the file as given: Detector.load's probe picks the runtime (a .fakelite runs in torch)
         return model_path
     if backend == "tflite":
         if suffix != ".tflite":
@@ -51,11 +71,11 @@ def prepare(model_path: Path, backend: str, workdir: Path, calib_data: Path | No
     out = workdir / f"{model_path.stem}.{backend}.onnx"
     quant = bool(getattr(model, "fakelite_quant", None))
     if backend == "onnx" and quant:
-        raise ValueError(f"{model_path}: a quantized model exports as integer ONNX: use --backend onnx-int8")
-    calib = None
-    if backend == "onnx-int8" and not quant:
-        calib = calibration_array(model.preprocess, calib_data, n_calib)
-    export_onnx(model, out, int8=backend == "onnx-int8", calib=calib)
+        raise ValueError(f"{model_path}: a quantized model exports as integer ONNX: use --backend onnx-int8 or onnx-qdq")
+    qdq = backend in ("onnx-qdq", "openvino-qdq") or (backend == "openvino" and quant)
+    int8 = backend == "onnx-int8" or (qdq and not quant)  # FP models: ORT static int8 (a QDQ graph)
+    calib = calibration_array(model.preprocess, calib_data, n_calib) if int8 and not quant else None
+    export_onnx(model, out, int8=int8, calib=calib, qdq=qdq and quant)
     return out
 
 
@@ -107,10 +127,11 @@ def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 
               aggregate: str | None = None, image_size: int = 1024) -> dict[str, Any]:
     """Time `path` on one backend in this process; returns the bench JSON (DESIGN.md §3). With `policy`, also
     "image": the end-to-end scoring of one image_size² image under that policy (`time_image_scoring`)."""
+    from fakelite.deploy.host import host_info
     from fakelite.deploy.runtime import Detector
 
-    det = Detector.load(path, backend={"torch": "torch", "tflite": "litert"}.get(backend, "onnxruntime"),
-                        threads=threads)
+    backend = bench_name(backend)
+    det = Detector.load(path, backend=RUNTIME_OF[backend], threads=threads)
     size = size or det.preprocess.crop
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     for _ in range(warmup):
@@ -126,7 +147,8 @@ def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 
     res = {"backend": backend, "size": int(size), "threads": int(threads), "batch": int(batch),
            "latency_ms": {"median": round(med, 3), "p90": round(float(np.percentile(t, 90)), 3)},
            "throughput_ips": round(batch * 1000.0 / med, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
-           "model_bytes": int(Path(path).stat().st_size), "runs": len(times), "model": str(path)}
+           "model_bytes": int(Path(path).stat().st_size), "runs": len(times), "model": str(path),
+           "runtime": det.backend, "backend_reason": det.backend_reason, "host": host_info(threads)}
     if policy is not None or aggregate is not None:
         det.set_scoring(policy, aggregate)
         res["image"] = time_image_scoring(det, image_size, runs=max(3, runs // 3))
@@ -138,6 +160,9 @@ def compare(model_path: Path, backends: list[str], size: int | None = None, thre
             runs: int = 30, calib_data: Path | None = None, policy: str | None = None,
             aggregate: str | None = None, image_size: int = 1024) -> dict[str, Any]:
     """Bench each backend in its own subprocess (`python -m fakelite.deploy.bench`) and compute ratios."""
+    from fakelite.deploy.host import host_info
+
+    backends = [bench_name(b) for b in backends]
     results = {}
     with tempfile.TemporaryDirectory() as td:
         for b in backends:
@@ -150,7 +175,7 @@ def compare(model_path: Path, backends: list[str], size: int | None = None, thre
             results[b] = json.loads(r.stdout.strip().splitlines()[-1])
     base = results[backends[0]]["latency_ms"]["median"]
     ratios = {b: round(base / r["latency_ms"]["median"], 3) for b, r in results.items()}
-    return {"results": results, "speedup_vs_" + backends[0]: ratios}
+    return {"results": results, "speedup_vs_" + backends[0]: ratios, "host": host_info(threads)}
 
 
 if __name__ == "__main__":  # subprocess entry used by compare()

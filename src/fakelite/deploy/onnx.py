@@ -152,6 +152,10 @@ def export_fp32(model: nn.Module, path: str | Path, size: int | None = None) -> 
 
 _PLANS: dict[int, dict[str, Any]] = {}
 _KEYS = itertools.count(1)
+# which graph the integer kernels' symbolics write: False = the ORT integer ops (QLinearConv, ConvInteger,
+# com.microsoft MatMulIntegerToFloat); True = standard QDQ (DequantizeLinear → Conv [→ QuantizeLinear]),
+# written by fakelite.deploy.qdq (export_qdq sets it for the duration of one export)
+EMIT_QDQ = {"on": False}
 
 
 class _no_trace:
@@ -281,6 +285,10 @@ class _QLinearConv(torch.autograd.Function):
     @staticmethod
     def symbolic(g, xq, key: int):  # noqa: D102
         p = _PLANS[key]
+        if EMIT_QDQ["on"]:
+            from fakelite.deploy.qdq import qlinear_conv_qdq
+
+            return qlinear_conv_qdq(g, xq, p)
         if p["w_u8"]:
             w = _const(g, (p["codes"].to(torch.int16) + 128).to(torch.uint8), torch.uint8)
             wz = _const(g, torch.full((p["codes"].shape[0],), 128, dtype=torch.uint8), torch.uint8)
@@ -320,6 +328,10 @@ class _ConvInteger(torch.autograd.Function):
     @staticmethod
     def symbolic(g, xq, key: int):  # noqa: D102
         p = _PLANS[key]
+        if EMIT_QDQ["on"]:
+            from fakelite.deploy.qdq import conv_to_float_qdq
+
+            return conv_to_float_qdq(g, xq, p)
         if _pointwise(p):
             return _pointwise_integer(g, xq, p)
         w = (p["codes"].to(torch.int16) + 128).to(torch.uint8)  # uint8 × uint8: exact on every ISA
@@ -431,7 +443,7 @@ class ExportConv(nn.Module):
                     bias = self.bias_total.float()
             self.in_key = _register(self.in_plan)
             self.int_key = _register({**self.geom, "codes": codes, "x_zp": self.in_zp_int, "x_max": self.in_plan["qmax"],
-                                      "bias": bias,
+                                      "bias": bias, "x_scale": float(self.in_plan["scale"]), "w_scale": sw.float(),
                                       "deq_scale": (sw * self.in_plan["scale"]).float()})
         from fakelite.quant.quantizers import NoQuant
 
@@ -508,6 +520,10 @@ class ExportConv(nn.Module):
             y = y + F.conv2d(ones, self.border[0], self.border[1], g["stride"], g["padding"], g["dilation"])
         if self.shortcut_coef is not None:
             xf = self._float_input(x)
+            if EMIT_QDQ["on"]:  # the same function in ops every runtime fuses (fakelite.deploy.qdq.cqb_shortcut)
+                from fakelite.deploy.qdq import cqb_shortcut
+
+                return y + cqb_shortcut(xf, self.cqb, self.shortcut_coef, tuple(y.shape[-2:]))
             y = y + self.shortcut_coef.reshape(1, -1, 1, 1) * self.cqb.shortcut(xf, tuple(y.shape[-2:]))
         return y
 
@@ -792,8 +808,13 @@ def export_int8_static(model: nn.Module, path: str | Path, calib: np.ndarray, si
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, int8: bool = False, calib: np.ndarray | None = None,
-                size: int | None = None, strict: bool = False) -> dict[str, Any]:
-    """Export any fakelite model: quantized → integer graph; FP → FP32, or int8-static with `int8=True`."""
+                size: int | None = None, strict: bool = False, qdq: bool = False) -> dict[str, Any]:
+    """Export any fakelite model: quantized → integer graph (`qdq=True`: the standard QDQ graph that ONNX Runtime
+    and OpenVINO both fuse, `fakelite.deploy.qdq`); FP → FP32, or int8-static (a QDQ graph) with `int8=True`."""
+    if getattr(model, "fakelite_quant", None) and qdq:
+        from fakelite.deploy.qdq import export_qdq
+
+        return export_qdq(model, path, size, strict)
     if getattr(model, "fakelite_quant", None):
         rep = export_integer(model, path, size, strict)
         rep["kind"] = "integer"

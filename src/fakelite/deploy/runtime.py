@@ -1,4 +1,4 @@
-"""`fakelite.Detector`: one inference class over three backends (PyTorch, ONNX Runtime, LiteRT).
+"""`fakelite.Detector`: one inference class over four backends (PyTorch, ONNX Runtime, OpenVINO, LiteRT).
 
 The artifact decides everything about preprocessing (crop, normalisation, NPR, the scoring policy of large images:
 one centre crop, resize-then-crop, or aggregated tiles; see `set_scoring`), the temperature and the threshold:
@@ -7,7 +7,8 @@ in a sidecar `<file>.tflite.json` written by `fakelite export --format tflite`.
 
 Thread safety: `predict*` may be called from many threads at once (the HTTP service shares one Detector).
 Preprocessing runs unlocked; the backend call is serialised by a lock for torch and LiteRT (their modules /
-interpreters are not re-entrant) and left unlocked for ONNX Runtime (InferenceSession.run is thread-safe).
+interpreters are not re-entrant; an OpenVINO infer request neither) and left unlocked for ONNX Runtime
+(InferenceSession.run is thread-safe).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import numpy as np
 
 from fakelite.models.registry import Preprocess
 
-BACKENDS = ("torch", "onnxruntime", "litert")
+BACKENDS = ("torch", "onnxruntime", "litert", "openvino")
 _SUFFIX = {".fakelite": "torch", ".onnx": "onnxruntime", ".tflite": "litert"}
-_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert", "pytorch": "torch"}
+_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert", "pytorch": "torch", "ov": "openvino"}
 
 
 @dataclass
@@ -71,12 +72,16 @@ class Detector:
         suffix = f"-{kind}" if kind and kind != "fp32" else ""
         self.model_id = f"{arch}-{_short_hash(header)}{suffix}"
         self._lock = threading.Lock() if lock_backend else None
+        self.backend_reason = f"{backend} requested"  # why this backend runs the model (`--backend auto` fills it)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", threads: int | None = None) -> Detector:
-        """Open a .fakelite (torch), .onnx (onnxruntime) or .tflite (litert) file; "auto" picks by suffix.
+        """Open a .fakelite (torch), .onnx (onnxruntime or openvino) or .tflite (litert) file.
 
+        backend "auto": a .onnx runs on the fastest installed runtime that can read it, by a short timed probe
+        cached per host and model (`fakelite.deploy.autoselect`); a .fakelite runs in torch, a .tflite in litert.
+        `det.backend_reason` says what was picked and why. Aliases: onnx → onnxruntime, tflite → litert.
         Raises fakelite.artifact.ArtifactError (a ValueError) with one line naming the file on any problem.
         """
         from fakelite.artifact import ArtifactError
@@ -84,18 +89,34 @@ class Detector:
 
         path = resolve_model(path)  # a packaged name ("default", ...) → its file
         backend = _ALIASES.get(backend, backend)
-        if backend == "auto":
-            backend = _SUFFIX.get(path.suffix.lower(), "")
-            if not backend:
-                raise ArtifactError(f"{path}: unknown model type (expected .fakelite, .onnx or .tflite)")
-        if backend not in BACKENDS:
+        if backend != "auto" and backend not in BACKENDS:
             raise ArtifactError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
         if not path.is_file():
             raise ArtifactError(f"{path}: no such model file")
+        if backend != "auto":
+            return cls.load_backend(path, backend, threads)
+        if path.suffix.lower() not in _SUFFIX:
+            raise ArtifactError(f"{path}: unknown model type (expected .fakelite, .onnx or .tflite)")
+        from fakelite.deploy.autoselect import choose_backend
+
+        try:
+            choice, loaded = choose_backend(path, threads)
+        except ValueError as e:
+            raise ArtifactError(str(e)) from None
+        det = loaded.get(choice.backend) or cls.load_backend(path, choice.backend, threads)
+        det.backend_reason = choice.reason + (" (cached probe)" if choice.cached else "")
+        det.backend_choice = choice.to_dict()
+        return det
+
+    @classmethod
+    def load_backend(cls, path: Path, backend: str, threads: int | None) -> Detector:
+        """Load `path` on one named backend (no choice)."""
         if backend == "torch":
             return cls._load_torch(path, threads)
         if backend == "onnxruntime":
             return cls._load_onnx(path, threads)
+        if backend == "openvino":
+            return cls._load_openvino(path, threads)
         return cls._load_litert(path, threads)
 
     @classmethod
@@ -146,6 +167,25 @@ class Detector:
 
         det = cls("onnxruntime", run, header, path, threads, lock_backend=False)
         det.session = sess
+        return det
+
+    @classmethod
+    def _load_openvino(cls, path: Path, threads: int | None) -> Detector:
+        from fakelite.artifact import ArtifactError
+        from fakelite.deploy.onnx import read_metadata
+        from fakelite.deploy.openvino import OpenVINORunner
+
+        if path.suffix.lower() != ".onnx":
+            raise ArtifactError(f"{path}: the openvino backend reads .onnx files (fakelite export --format onnx-qdq)")
+        try:
+            header = read_metadata(path)
+            runner = OpenVINORunner(path, threads)
+        except ValueError as e:
+            raise ArtifactError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - protobuf errors: not an ONNX file
+            raise ArtifactError(f"{path}: not a valid ONNX file ({str(e).splitlines()[0][:100]})") from None
+        det = cls("openvino", runner, header, path, threads, lock_backend=True)
+        det.ov_runner = runner
         return det
 
     @classmethod

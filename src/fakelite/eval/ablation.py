@@ -66,10 +66,14 @@ ROWS: dict[str, Row] = {r.key: r for r in [
         {"w_bits": 2, "a_bits": 2, "quantizer": "slr-n2uq", "cqb": True, "cqb_alpha_init": 0.5}),
     Row("cqb_a090_fixed", "Ours W2A2, α = 0.9 fixed", "npr",
         {"w_bits": 2, "a_bits": 2, "quantizer": "slr-n2uq", "cqb": True}, freeze_alpha=True),
+    # the speed/accuracy trade (docs/deploy.md, "Speed"): uniform LSQ on NPR, no float CQB beside the convs, so the
+    # integer graph is a plain QLinearConv chain (the W4A4 graph's speed at W2A2's storage)
+    Row("lsq_w2a2_deploy", "Deployable W2A2 (LSQ, NPR, no CQB)", "npr", {"w_bits": 2, "a_bits": 2, "quantizer": "lsq"}),
 ]}
 FIG9 = ["n2uq_w2a2_rgb", "n2uq_w2a2_npr", "n2uq_w2a2_npr_cqb", "ours_w2a2"]
 TABLE2 = ["fp_rgb", "fp_npr", "minmax_w4a4", "lsq_w4a4", "n2uq_w3a3", "binary_w1a1", "ours_w3a3", "ours_w2a2"]
 CQB_STUDY = ["ours_w2a2", "cqb_a050", "cqb_a090_fixed"]
+DEPLOYABLE = ["ours_w2a2", "lsq_w2a2_deploy"]
 # post-ReLU inputs of these convs are histogrammed (Fig. 7)
 HIST_LAYERS = ["layer1.0.conv2", "layer1.2.conv3", "layer2.0.conv2", "layer2.3.conv3"]
 
@@ -97,6 +101,7 @@ class StudyConfig:
     threads: int | None = None
     quick: bool = False
     cqb_study: bool = False
+    deployable_w2a2: bool = False  # add the "deployable W2A2" row (LSQ, NPR, no CQB) next to ours W2A2
     fp_npr: str | Path | None = None
     fp_rgb: str | Path | None = None
     max_steps: int | None = None  # QAT steps per epoch cap
@@ -117,7 +122,8 @@ class StudyConfig:
 
 
 def row_keys(cfg: StudyConfig) -> list[str]:
-    keys = list(dict.fromkeys(["fp_rgb", "fp_npr"] + FIG9 + TABLE2 + (CQB_STUDY if cfg.cqb_study else [])))
+    keys = list(dict.fromkeys(["fp_rgb", "fp_npr"] + FIG9 + TABLE2 + (CQB_STUDY if cfg.cqb_study else [])
+                              + (DEPLOYABLE if cfg.deployable_w2a2 else [])))
     return keys
 
 
@@ -645,6 +651,12 @@ def to_markdown(result: dict) -> str:
                 a = rows[k]["cqb_alpha"]
                 lines.append(f"| {rows[k]['label']} | {a['mean']:.3f} ({a['min']:.3f}–{a['max']:.3f}) |")
         lines.append("")
+    if result.get("deployable_w2a2"):
+        lines += ["## Deployable W2A2 vs QMDD W2A2 (accuracy; speed in docs/results/speed.md)", "",
+                  _table(rows, DEPLOYABLE, sets, seen), "",
+                  "The deployable row is uniform LSQ on the NPR input with no CQB: its integer graph is the W4A4 graph's "
+                  "(a QLinearConv chain, no float work beside the convs), QMDD's keeps a float shortcut and SLR "
+                  "threshold comparisons beside every conv — see docs/deploy.md, \"Speed\".", ""]
     lines += ["## Per-row wall time", "",
               "| Row | train (s) | s/epoch | eval (s) | best epoch | guard: clipped / non-finite grads | cached |",
               "|---|---:|---:|---:|---:|---|---|"]
@@ -758,6 +770,7 @@ def run_study(cfg: StudyConfig, command: str = "", progress: Callable[[str], Non
         "size": crop, "sets": set_names, "seen": seen, "n_train": n_train, "n_val": n_val,
         "n_test": {s.name: len(s.items) for s in sets}, "row_order": keys, "rows": rows,
         "fig9": FIG9, "table2": TABLE2, "cqb_study": CQB_STUDY if cfg.cqb_study else None,
+        "deployable_w2a2": DEPLOYABLE if cfg.deployable_w2a2 else None,
         "activations": activations, "cached_rows": cached, "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} / {platform.processor() or platform.system()}, "
                    f"{__import__('os').cpu_count()} CPU(s)",

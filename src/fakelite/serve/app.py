@@ -470,6 +470,7 @@ class Service:
             "provenance": header.get("provenance"),
             "metrics": header.get("metrics"),
             "backend": getattr(det, "backend", None),
+            "backend_reason": getattr(det, "backend_reason", None),
             "load_seconds": self.load_seconds,
             "threshold_source": header.get("threshold_source"),
             "temperature": float(getattr(det, "temperature", header.get("temperature")) or 1.0),

@@ -1,0 +1,134 @@
+"""Standard-ONNX QDQ graphs of quantized models: read by ONNX Runtime *and* OpenVINO, convs fused to int8 in both.
+
+``export --format onnx`` writes an integer graph tuned for ONNX Runtime (QLinearConv, ConvInteger and the
+``com.microsoft`` contrib op MatMulIntegerToFloat); OpenVINO cannot read the contrib op. This module writes the
+same integer model (``onnx.integer_module``: BN folded, the same codes, biases, requantization multipliers) with
+standard ops only — the QDQ form every runtime's quantization fusion recognises:
+
+* a conv whose output goes (BN, ReLU) only into the next conv's uniform input quantizer (inside residual blocks):
+  ``DequantizeLinear(x codes) → Conv(DequantizeLinear(int8 weight codes, per-channel scale), DequantizeLinear(int32
+  bias, x_scale·w_scale)) → QuantizeLinear(next quantizer's scale, zero point) [→ Clip on the uint8 codes]``.
+  ONNX Runtime fuses the group into QLinearConv with exactly the integer bias and multiplier `exact_int_bias` /
+  `exact_requant` chose (so its codes equal the ORT integer graph's); OpenVINO's low-precision transformations
+  run it as a u8×i8 convolution with the requantization as its output FakeQuantize.
+* a conv whose output stays float (residual-sum producers, the stem, CQB layers, threshold-kind consumers):
+  ``DequantizeLinear(x codes) → Conv(DequantizeLinear(int8 weight codes, per-channel scale), float bias)``.
+  OpenVINO runs it as an int8 conv with a float dequantization epilogue; ONNX Runtime has no fusion for a QDQ conv
+  without an output QuantizeLinear and runs it as a float conv on the dequantized values (same numbers).
+* input quantizers: uniform kinds are ``QuantizeLinear`` to uint8 codes with the quantizer's zero point, then an
+  integer ``Clip`` on the codes for a ≤7-bit grid (QuantizeLinear saturates at 0/255; the Clip makes a 4- or 2-bit
+  grid exact, and ReLU is that Clip's lower bound at the zero point); threshold kinds (N2UQ, SLR) are the count
+  #{tᵢ ≤ x} as GreaterOrEqual/Where on uint8 — standard ops, but float comparisons (see docs/deploy.md).
+
+Weights are int8 initializers (low-bit codes exact in int8), no contrib ops; opset 17.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fakelite.deploy.onnx import (
+    EMIT_QDQ,
+    _const,
+    _conv_attrs,
+    _torch_export,
+    export_header,
+    integer_module,
+    layer_modes,
+    op_counts,
+    write_metadata,
+)
+
+
+def _dq_weight(g, p: dict[str, Any]):
+    codes = p["codes"]
+    o = codes.shape[0]
+    if p.get("w_u8"):  # 8-bit activations with large codes: uint8 weights (codes + 128) so pair sums cannot saturate
+        w = _const(g, (codes.to(torch.int16) + 128).to(torch.uint8), torch.uint8)
+        wz = _const(g, torch.full((o,), 128, dtype=torch.uint8), torch.uint8)
+    else:
+        w = _const(g, codes.to(torch.int8), torch.int8)
+        wz = _const(g, torch.zeros(o, dtype=torch.int8), torch.int8)
+    return g.op("DequantizeLinear", w, _const(g, p["w_scale"].float(), torch.float32), wz, axis_i=0)
+
+
+def _dq_input(g, xq, p: dict[str, Any]):
+    return g.op("DequantizeLinear", xq, _const(g, float(p["x_scale"]), torch.float32),
+                _const(g, int(p["x_zp"]), torch.uint8))
+
+
+def qlinear_conv_qdq(g, xq, p: dict[str, Any]):
+    """DQ → Conv → Q (+ uint8 Clip) of a fused conv plan (the QLinearConv plan of `ExportConv.fuse_into`)."""
+    o = p["codes"].shape[0]
+    b_scale = torch.tensor(p["x_scale"], dtype=torch.float32) * p["w_scale"].float()  # what QLinearConv assumes
+    b = g.op("DequantizeLinear", _const(g, p["bias_q"].to(torch.int32), torch.int32), _const(g, b_scale, torch.float32),
+             _const(g, torch.zeros(o, dtype=torch.int32), torch.int32), axis_i=0)
+    y = g.op("Conv", _dq_input(g, xq, p), _dq_weight(g, p), b, **_conv_attrs(p))
+    q = g.op("QuantizeLinear", y, _const(g, float(p["y_scale"]), torch.float32), _const(g, int(p["y_zp"]), torch.uint8))
+    if p["clip_lo"] > 0 or p["clip_hi"] < 255:
+        q = g.op("Clip", q, _const(g, p["clip_lo"], torch.uint8), _const(g, p["clip_hi"], torch.uint8))
+    return q
+
+
+def conv_to_float_qdq(g, xq, p: dict[str, Any]):
+    """DQ → Conv(+ float bias) of an integer conv whose output stays float (the ConvInteger plan)."""
+    args = [_dq_input(g, xq, p), _dq_weight(g, p)]
+    if p["bias"] is not None:
+        args.append(_const(g, p["bias"].float(), torch.float32))
+    return g.op("Conv", *args, **_conv_attrs(p))
+
+
+def cqb_shortcut(x: torch.Tensor, cqb: nn.Module, coef: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """coef[c] · shortcut(x)[c] of a CQB (QMDD eqs. 7–9) in ops that runtimes run fast, the same function:
+
+    * down (C_in = g·C_out): the average of each group of g channels, times coef, is a grouped 1×1 conv
+      (groups = C_out, kernel coef[o]/g) — one op in OpenVINO's blocked layout, where Reshape → ReduceMean (a
+      reduction over a middle axis) costs as much and adds two layout reorders (measured: docs/deploy.md);
+    * up (C_out = r·C_in): channel o ← input o mod C_in is a Concat of r copies (OpenVINO's Tile is a reference
+      kernel: 10 % of the W2A2 QMDD time at 224²), times coef;
+    * equal channels: x · coef. Spatial average pooling (the conv's stride) stays AvgPool.
+    Non-divisible channel ratios keep the CQB's own form. x: (N, C_in, H, W) float; returns (N, C_out, H', W').
+    """
+    from fakelite.quant.cqb import spatial_pool
+
+    x = spatial_pool(x, cqb.stride, out_hw)
+    cin, cout = cqb.in_channels, cqb.out_channels
+    c = coef.float()
+    if cqb.mode == "dn" and cin % cout == 0:
+        g = cin // cout
+        w = (c / g).reshape(cout, 1, 1, 1).expand(cout, g, 1, 1).contiguous()
+        return torch.nn.functional.conv2d(x, w, None, 1, 0, 1, cout)
+    if cqb.mode == "up" and cout % cin == 0:
+        return torch.cat([x] * (cout // cin), 1) * c.reshape(1, -1, 1, 1)
+    if cqb.mode == "eq":
+        return x * c.reshape(1, -1, 1, 1)
+    return c.reshape(1, -1, 1, 1) * cqb.shortcut(x, out_hw)
+
+
+def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, strict: bool = False) -> dict[str, Any]:
+    """QDQ ONNX of a quantized model (standard ops only). Returns {"path", "kind": "qdq", "layers", "ops"}.
+
+    Raises ValueError for a full-precision model (export it with `int8=True` for ORT static int8, also QDQ).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not getattr(model, "fakelite_quant", None):
+        raise ValueError("the QDQ export of fakelite's integer model needs a quantized model; for a full-precision "
+                         "model use --int8 (ONNX Runtime static int8, also a QDQ graph)")
+    mod = integer_module(model, strict)
+    EMIT_QDQ["on"] = True
+    try:
+        _torch_export(mod, path, size or model.preprocess.crop)
+    finally:
+        EMIT_QDQ["on"] = False
+    modes = layer_modes(mod)
+    write_metadata(path, export_header(model, "qdq", layers=modes, strict=strict))
+    ops = op_counts(path)
+    contrib = [op for op in ops if op in ("MatMulIntegerToFloat", "QLinearConv", "ConvInteger", "MatMulInteger")]
+    if contrib:  # pragma: no cover - a symbolic that ignored EMIT_QDQ
+        raise RuntimeError(f"QDQ export wrote non-QDQ integer ops {contrib}")
+    return {"path": str(path), "kind": "qdq", "layers": modes, "ops": ops}
