@@ -142,3 +142,16 @@ def test_defakeq_from_calibration_folder_without_data(tmp_path, tiny_data, tiny_
     assert q.provenance["calibration"]["source"] == "folder"
     with pytest.raises(ValueError, match="--calib-data"):
         run_defakeq(fp, None, tmp_path / "x", budget_mb=0.6)
+
+
+def test_zeroq_label_term_gives_both_classes():
+    """The optional GDFQ-style class term (alternating targets) steers distilled inputs to both sides."""
+    torch.manual_seed(0)
+    m = randomize_bn(create_model("npr_resnet23", input="rgb")).eval()
+    z = {}
+    for lw in (0.0, 100.0):
+        x, _ = distill_inputs(m, 8, 32, ZeroQConfig(steps=30, batch_size=8, label_weight=lw))
+        with torch.no_grad():
+            z[lw] = m(x).view(-1)
+    assert float(z[100.0][1::2].min()) > 0.5 > -0.5 > float(z[100.0][0::2].max())  # odd targets fake, even real
+    assert float(z[0.0].abs().max()) < 0.5  # without the term the logits stay near the untrained head's 0

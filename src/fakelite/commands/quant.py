@@ -74,6 +74,9 @@ def quantize_command(
                                                    "(0_real/1_fake, or unlabelled) or 'zeroq' (data-free: inputs "
                                                    "matched to the model's BatchNorm statistics) instead of DATA/train")] = None,
     zeroq_steps: Annotated[int, typer.Option("--zeroq-steps", help="ZeroQ optimisation steps per batch")] = 500,
+    zeroq_label_weight: Annotated[float, typer.Option("--zeroq-label-weight", help="ZeroQ + a class term (GDFQ): "
+                                                      "weight of BCE towards alternating real/fake targets; 0 = "
+                                                      "ZeroQ as published")] = 0.0,
 ) -> None:
     """Quantize a trained detector: QAT through the training loop, or PTQ (--ptq) with calibration only.
 
@@ -105,7 +108,7 @@ def quantize_command(
         n_calib = calib if calib_data.lower() != "zeroq" or calib != 256 else 64  # ZeroQ default: 64 inputs
         try:
             cs = calibration_set(calib_data, fp, n=n_calib, batch_size=batch_size, seed=seed, size=size,
-                                 zeroq=ZeroQConfig(steps=zeroq_steps), quiet=quiet)
+                                 zeroq=ZeroQConfig(steps=zeroq_steps, label_weight=zeroq_label_weight), quiet=quiet)
         except ValueError as e:
             fail(str(e))
         calib_batches, calib_info = cs.batches, cs.info

@@ -12,6 +12,12 @@ itself, whose per-image channel statistics are pulled towards those of normalise
 authors' code, each squared norm is divided by the number of channels, the optimiser is Adam at lr 0.5 for 500
 steps per batch with ReduceLROnPlateau (patience 100, min lr 1e-4).
 
+Pure BN matching gives no control over the class: on a binary detector the distilled inputs mostly land on one
+side of the decision (all "real" in docs/import.md's run). `label_weight` > 0 adds a class term as GDFQ does
+(Xu et al., "Generative Low-bitwidth Data Free Quantization", ECCV 2020: BN statistics + cross-entropy to fixed
+labels): label_weight · BCE(logit, t) with t alternating 0/1 over the batch, so both classes are represented
+(DeFakeQ's calibration uses labels for its contrastive and BCE terms). Default 0: ZeroQ as published.
+
 This module is pure model → tensors: `distill_inputs(model, n, size)` returns an (n, 3, size, size) float tensor in
 the model's input space (normalised; NPR models compute NPR inside the network, so the loss flows through it).
 """
@@ -24,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,6 +45,7 @@ class ZeroQConfig:
     min_lr: float = 1e-4
     seed: int = 0
     max_seconds: float | None = None  # stop a batch's optimisation early when the wall time is spent
+    label_weight: float = 0.0  # > 0: add label_weight · BCE(logit, target), targets alternating real/fake
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,8 +113,11 @@ def distill_inputs(model: nn.Module, n: int, size: int, cfg: ZeroQConfig | None 
             for step in range(cfg.steps):
                 captured.clear()
                 opt.zero_grad(set_to_none=True)
-                net(x)
+                logits = net(x).view(-1)
                 loss = bn_statistic_loss([captured[i] for i in range(len(layers))], layers, x)
+                if cfg.label_weight > 0:
+                    target = (torch.arange(b) % 2).float()
+                    loss = loss + cfg.label_weight * F.binary_cross_entropy_with_logits(logits, target)
                 loss.backward()
                 opt.step()
                 sched.step(float(loss.detach()))
