@@ -132,6 +132,8 @@ def distill_inputs(model: nn.Module, n: int, size: int, cfg: ZeroQConfig | None 
                 captured.clear()
                 net(x)
                 ends.append(float(bn_statistic_loss([captured[i] for i in range(len(layers))], layers, x)))
+            if len(starts) < len(ends):  # steps=0: plain Gaussian noise (the baseline ZeroQ improves on)
+                starts.append(ends[-1])
             out.append(x.detach())
     finally:
         for h in handles:
