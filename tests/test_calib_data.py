@@ -155,3 +155,30 @@ def test_zeroq_label_term_gives_both_classes():
             z[lw] = m(x).view(-1)
     assert float(z[100.0][1::2].min()) > 0.5 > -0.5 > float(z[100.0][0::2].max())  # odd targets fake, even real
     assert float(z[0.0].abs().max()) < 0.5  # without the term the logits stay near the untrained head's 0
+
+
+def test_match_threshold_follows_the_fp_decisions():
+    """A quantized model whose logits are the FP logits shifted by −3 gets a threshold 3 logits lower."""
+    from fakelite.quant.calib_data import match_threshold
+
+    class Shift(nn.Module):
+        def __init__(self, base, d):
+            super().__init__()
+            self.base, self.d = base, d
+
+        def forward(self, x):
+            return self.base(x) + self.d
+
+    torch.manual_seed(0)
+    fp = nn.Sequential(nn.Flatten(), nn.Linear(12, 1)).eval()
+    fp.threshold = 0.5
+    batches = [(torch.randn(16, 3, 2, 2), torch.zeros(16)) for _ in range(2)]
+    q = Shift(fp, -3.0)
+    t = match_threshold(fp, q, batches)
+    with torch.no_grad():
+        a = torch.cat([fp(x).view(-1) for x, _ in batches])
+        b = torch.cat([q(x).view(-1) for x, _ in batches])
+    assert bool(((b >= torch.logit(torch.tensor(t))) == (a >= 0)).all())
+    assert 0.01 < t < 0.5
+    # all FP decisions one class: nothing to match
+    assert match_threshold(fp, q, [(torch.zeros(4, 3, 2, 2), torch.zeros(4))]) is None

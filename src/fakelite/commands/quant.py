@@ -137,8 +137,9 @@ def quantize_command(
     if v is None:  # PTQ without a dataset: closeness to the FP model on the calibration images
         a = metrics["calib_agreement"]
         typer.echo(f"PTQ W{w_bits}A{a_bits} {quantizer}: agrees with the FP model on {a['decision_agreement']:.1%} of "
-                   f"{a['n']} calibration images (mean |Δlogit| {a['mean_abs_logit_diff']:.3f}); no --data, so the "
-                   f"FP threshold is kept; storage {cost['storage_bytes'] / 1e3:.0f} kB ({cost['storage_ratio']:.1f}x)")
+                   f"{a['n']} calibration images (mean |Δlogit| {a['mean_abs_logit_diff']:.3f}); threshold "
+                   f"{metrics['threshold']:.4f}: {metrics['threshold_source']}; storage "
+                   f"{cost['storage_bytes'] / 1e3:.0f} kB ({cost['storage_ratio']:.1f}x)")
         typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
         return
     typer.echo(f"{'PTQ' if ptq else 'QAT'} W{w_bits}A{a_bits} {quantizer}{' +CQB' if cqb else ''}: val acc {v['acc']:.4f}, "

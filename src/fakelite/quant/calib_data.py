@@ -117,6 +117,29 @@ def calibration_set(source: str | Path, model: nn.Module, n: int = 256, batch_si
     return folder_calibration(source, model, n=n, batch_size=batch_size, seed=seed, size=size)
 
 
+def match_threshold(fp: nn.Module, q: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float | None:
+    """The decision threshold (a probability) for `q` under which its decisions agree most often with `fp`'s on
+    `batches` — no labels needed, so it works for pseudo-labelled and ZeroQ inputs. Candidates are the midpoints
+    between consecutive sorted logits of `q` (ties: the one closest to fp's own threshold). Returns None when fp's
+    decisions are all one class (any threshold beyond the extremes would "agree": nothing to match)."""
+    tf = _logit_threshold(fp)
+    fp.eval()
+    q.eval()
+    with torch.no_grad():
+        a = torch.cat([fp(x).view(-1) for x, _ in batches])
+        b = torch.cat([q(x).view(-1) for x, _ in batches])
+    target = a >= tf
+    if bool(target.all()) or not bool(target.any()):
+        return None
+    zs = torch.sort(b).values
+    cands = torch.cat([zs[:1] - 1, (zs[1:] + zs[:-1]) / 2, zs[-1:] + 1])
+    agree = ((b[None, :] >= cands[:, None]) == target[None, :]).float().mean(1)
+    best = agree.max()
+    pick = cands[agree == best]
+    t = pick[(pick - tf).abs().argmin()]
+    return float(torch.sigmoid(t))
+
+
 def agreement(fp: nn.Module, q: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
     """How close a quantized model stays to its FP model on `batches`: decision agreement at each model's own
     threshold, mean/max |Δlogit|, and (when the labels are real) each model's accuracy on them."""

@@ -177,15 +177,19 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
     if val is not None:
         metrics["val"] = {k: val.get(k) for k in ("auc", "ap", "acc", "n")}
     if calib_batches is not None:
-        from .calib_data import agreement
+        from .calib_data import agreement, match_threshold
 
-        student.threshold = float(getattr(fp, "threshold", 0.5))
+        matched = match_threshold(fp, student, batches) if data is None else None
+        student.threshold = float(getattr(fp, "threshold", 0.5)) if matched is None else matched
+        metrics["threshold"] = student.threshold
+        metrics["threshold_source"] = "full-precision model" if matched is None else "matched to FP decisions on the calibration images"
         metrics["calib_agreement"] = agreement(fp, student, batches)
         metrics["calibration_source"] = calib_source or {}
     provenance = {"mode": "defakeq", "source_provenance": getattr(fp, "provenance", {}),
                   "calib_images": metrics["calib_images"], "seed": seed,
                   **({"calibration": calib_source} if calib_source is not None else {})}
-    artifact.save(student, out / "model.fakelite", threshold=float(getattr(fp, "threshold", 0.5)),
+    artifact.save(student, out / "model.fakelite", threshold=float(getattr(student, "threshold", None)
+                                                                     or getattr(fp, "threshold", 0.5)),
                   provenance=provenance, metrics={"val": metrics.get("val"), "cost": cost})
     (out / "haq.json").write_text(json.dumps(record, indent=2))
     plot_allocation(scores, alloc, out / "haq_allocation.png",

@@ -165,15 +165,19 @@ def _ptq_without_data(fp_model: nn.Module, student: nn.Module, batches: list, ou
     """Save a PTQ model calibrated on user-supplied batches when there is no dataset to validate on."""
     from fakelite import artifact
 
-    from .calib_data import agreement
+    from .calib_data import agreement, match_threshold
     from .cost import model_cost
 
     student.eval()
-    student.threshold = float(getattr(fp_model, "threshold", 0.5))
+    matched = match_threshold(fp_model, student, batches)
+    student.threshold = float(getattr(fp_model, "threshold", 0.5)) if matched is None else matched
+    source = ("the full-precision model's (no validation data; its decisions on the calibration images are all one "
+              "class)" if matched is None else "matched to the full-precision model's decisions on the calibration "
+              "images (no validation data)")
     agree = agreement(fp_model, student, batches)
     crop = int(student.preprocess.crop)
     metrics: dict[str, Any] = {"mode": "ptq", "quant": qcfg.to_dict(), "threshold": student.threshold,
-                               "threshold_source": "full-precision model (no validation data given)",
+                               "threshold_source": source,
                                "calib_images": sum(len(b[1]) for b in batches), "calibration": calib_info or {},
                                "calib_agreement": agree, "val": None, "cost": model_cost(student, crop)}
     prov: dict[str, Any] = {"mode": "ptq", "quant": qcfg.to_dict(), "calib_images": metrics["calib_images"],
