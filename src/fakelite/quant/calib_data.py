@@ -120,7 +120,8 @@ def calibration_set(source: str | Path, model: nn.Module, n: int = 256, batch_si
 def match_threshold(fp: nn.Module, q: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float | None:
     """The decision threshold (a probability) for `q` under which its decisions agree most often with `fp`'s on
     `batches` — no labels needed, so it works for pseudo-labelled and ZeroQ inputs. Candidates are the midpoints
-    between consecutive sorted logits of `q` (ties: the one closest to fp's own threshold). Returns None when fp's
+    between consecutive sorted logits of `q` and fp's own threshold, which wins whenever it agrees best (other ties:
+    the candidate closest to it). Returns None when fp's
     decisions are all one class (any threshold beyond the extremes would "agree": nothing to match)."""
     tf = _logit_threshold(fp)
     fp.eval()
@@ -132,7 +133,7 @@ def match_threshold(fp: nn.Module, q: nn.Module, batches: list[tuple[torch.Tenso
     if bool(target.all()) or not bool(target.any()):
         return None
     zs = torch.sort(b).values
-    cands = torch.cat([zs[:1] - 1, (zs[1:] + zs[:-1]) / 2, zs[-1:] + 1])
+    cands = torch.cat([torch.tensor([tf]), zs[:1] - 1, (zs[1:] + zs[:-1]) / 2, zs[-1:] + 1])
     agree = ((b[None, :] >= cands[:, None]) == target[None, :]).float().mean(1)
     best = agree.max()
     pick = cands[agree == best]
