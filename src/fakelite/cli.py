@@ -110,7 +110,7 @@ def models_command() -> None:
 
 def _register_optional() -> None:
     """Commands owned by other modules, registered here so `fakelite --help` lists them all."""
-    from fakelite.commands import ablation, compress, data_synth, demo, quant, robust
+    from fakelite.commands import ablation, compress, data_synth, demo, importing, quant, robust
     from fakelite.commands import defakeq as defakeq_cmds
     from fakelite.commands import deploy as deploy_cmds
     from fakelite.commands import serve as serve_cmds
@@ -118,6 +118,7 @@ def _register_optional() -> None:
 
     data_app.command("synth")(data_synth.synth_command)
     data_app.command("wild")(data_synth.wild_command)
+    app.command("import")(importing.import_command)
     app.command("quantize")(quant.quantize_command)
     app.command("cost")(quant.cost_command)
     app.command("ablation")(ablation.ablation_command)

@@ -44,7 +44,8 @@ def _find_recipe(name: str) -> Callable[..., dict]:
 
 def quantize_command(
     model: Annotated[Path, typer.Option("--model", help="Full-precision .fakelite to start from")],
-    data: Annotated[Path, typer.Option("--data", help="Dataset root with train/ (and val/) in 0_real/1_fake layout")],
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset root with train/ (and val/) in 0_real/1_fake "
+                                              "layout; optional for --ptq / --recipe defakeq with --calib-data")] = None,
     out: Annotated[Path, typer.Option("--out", help="Run folder: writes model.fakelite and metrics.json")] = Path("runs/quant"),
     w_bits: Annotated[int, typer.Option("--w-bits", help="Weight bits (1-8)")] = 2,
     a_bits: Annotated[int, typer.Option("--a-bits", help="Activation bits (1-8)")] = 2,
@@ -52,7 +53,8 @@ def quantize_command(
     cqb: Annotated[bool, typer.Option("--cqb/--no-cqb", help="QMDD's Connected Quantized Block shortcuts")] = False,
     epochs: Annotated[int, typer.Option(help="QAT epochs (ignored with --ptq)")] = 10,
     ptq: Annotated[bool, typer.Option("--ptq", help="Post-training quantization only: calibrate, no training")] = False,
-    calib: Annotated[int, typer.Option("--calib", help="Training images used for calibration / quantizer init")] = 256,
+    calib: Annotated[int, typer.Option("--calib", help="Images used for calibration / quantizer init (with --calib-data "
+                                       "zeroq: 64 synthetic inputs unless set)")] = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training and calibration batch size")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate (quantizer parameters of N2UQ kinds get lr/10)")] = 2e-4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
@@ -79,10 +81,21 @@ def quantize_command(
     grad_clip: Annotated[float | None, typer.Option(
         "--grad-clip", help="Cap each parameter's gradient at this L2 norm and zero non-finite ones "
                             "(the ablation uses 10; helps W1A1)")] = None,
+    calib_data: Annotated[str | None, typer.Option("--calib-data", help="Calibrate on this folder of your own images "
+                                                   "(0_real/1_fake, or unlabelled) or 'zeroq' (data-free: inputs "
+                                                   "matched to the model's BatchNorm statistics) instead of DATA/train")] = None,
+    zeroq_steps: Annotated[int, typer.Option("--zeroq-steps", help="ZeroQ optimisation steps per batch")] = 500,
+    zeroq_label_weight: Annotated[float, typer.Option("--zeroq-label-weight", help="ZeroQ + a class term (GDFQ): "
+                                                      "weight of BCE towards alternating real/fake targets; 0 = "
+                                                      "ZeroQ as published")] = 0.0,
 ) -> None:
     """Quantize a trained detector: QAT through the training loop, or PTQ (--ptq) with calibration only.
 
+    Without the training set (an imported checkpoint): --ptq or --recipe defakeq with --calib-data DIR|zeroq.
+
     Example: fakelite quantize --model runs/fp/model.fakelite --data runs/demo/data --out runs/w2a2 --w-bits 2 --a-bits 2 --quantizer slr-n2uq --cqb --epochs 5
+
+    Example: fakelite quantize --model npr.fakelite --ptq --calib-data my_images/ --out runs/npr-w4a4 --w-bits 4 --a-bits 4 --quantizer lsq --size 64
     """
     import torch
 
@@ -96,16 +109,36 @@ def quantize_command(
         fail(f"{model}: already quantized; start from a full-precision model")
     scoring_overrides(fp, policy, aggregate)
     fp.threshold_source, fp.temperature = None, 1.0  # the FP model's operating point does not describe the new one
+    if data is None and calib_data is None:
+        fail("--data is required (or, for --ptq / --recipe defakeq, --calib-data DIR|zeroq)")
+    if data is None and not ptq and recipe is None:
+        fail("QAT needs --data (a dataset with train/); without one use --ptq with --calib-data")
+    calib_batches = calib_info = None
+    if calib_data is not None:
+        from fakelite.quant.calib_data import calibration_set
+        from fakelite.quant.zeroq import ZeroQConfig
+
+        n_calib = calib if calib_data.lower() != "zeroq" or calib != 256 else 64  # ZeroQ default: 64 inputs
+        try:
+            cs = calibration_set(calib_data, fp, n=n_calib, batch_size=batch_size, seed=seed, size=size,
+                                 zeroq=ZeroQConfig(steps=zeroq_steps, label_weight=zeroq_label_weight), quiet=quiet)
+        except ValueError as e:
+            fail(str(e))
+        calib_batches, calib_info = cs.batches, cs.info
+        typer.echo(f"calibration: {cs.n} images from {calib_data} ({cs.info['real']} real, {cs.info['fake']} fake; "
+                   f"labels: {cs.info['labels']})")
     if recipe is not None:
         fn = _find_recipe(recipe)
         options = dict(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, epochs=epochs, ptq=ptq,
                        calib=calib, batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                        kd_weight=kd_weight, size=size, first_last=first_last, lr_schedule=lr_schedule,
                        max_steps=max_steps, quiet=quiet, source=str(model), budget_mb=budget_mb,
-                       budget_bops=budget_bops, grad_clip=grad_clip)
+                       budget_bops=budget_bops, grad_clip=grad_clip, calib_batches=calib_batches,
+                       calib_info=calib_info)
         metrics = fn(fp, data, out, options)
         typer.echo(_summary(f"recipe {recipe}", metrics if isinstance(metrics, dict) else {}))
-        _target_fpr(out, data, target_fpr, youden)
+        if data is not None:
+            _target_fpr(out, data, target_fpr, youden)
         typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
         return
     try:
@@ -117,9 +150,20 @@ def quantize_command(
                                       batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                                       kd_weight=kd_weight, size=size, lr_schedule=lr_schedule, max_steps=max_steps,
                                       threads=threads, quiet=quiet, provenance={"source_model": str(model)},
-                                      grad_clip=grad_clip, keep_checkpoint=keep_checkpoint)
+                                      grad_clip=grad_clip, keep_checkpoint=keep_checkpoint,
+                                      calib_batches=calib_batches, calib_info=calib_info)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
+    cost, v = metrics["cost"], metrics["val"]
+    if v is None:  # PTQ without a dataset: closeness to the FP model on the calibration images
+        a = metrics["calib_agreement"]
+        typer.echo(f"PTQ W{qcfg.w_bits}A{qcfg.a_bits} {quantizer}: agrees with the FP model on "
+                   f"{a['decision_agreement']:.1%} of {a['n']} calibration images (mean |Δlogit| "
+                   f"{a['mean_abs_logit_diff']:.3f}); threshold {metrics['threshold']:.4f}: "
+                   f"{metrics['threshold_source']}; storage {cost['storage_bytes'] / 1e3:.0f} kB "
+                   f"({cost['storage_ratio']:.1f}x)")
+        typer.echo(f"wrote {out / 'model.fakelite'} and {out / 'metrics.json'}")
+        return
     typer.echo(_summary(f"{'PTQ' if ptq else 'QAT'} W{qcfg.w_bits}A{qcfg.a_bits} {quantizer}{' +CQB' if cqb else ''}",
                         metrics))
     _target_fpr(out, data, target_fpr, youden)

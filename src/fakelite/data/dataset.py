@@ -142,14 +142,24 @@ def make_loader(ds: ImageDataset, batch_size: int, shuffle: bool, seed: int = 0,
 def calibration_batches(root: str | Path, preprocess: Preprocess, n: int = 256, batch_size: int = 32,
                         seed: int = 0, split: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`n` training images (balanced random draw, centre-cropped) as a list of (x, y) batches, for PTQ/calibration."""
-    items = split_items(Path(root), split)
+    return calibration_batches_from_items(split_items(Path(root), split), preprocess, n, batch_size, seed)
+
+
+def calibration_batches_from_items(items: Sequence[tuple[Path, int]], preprocess: Preprocess, n: int = 256,
+                                   batch_size: int = 32, seed: int = 0,
+                                   skipped: dict[str, str] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Up to `n` of `items` (a balanced random draw over labels 0/1; any other label counts as its own class),
+    evaluation-transformed, as (x, y) batches of `batch_size`. Undecodable files are skipped (recorded in `skipped`
+    when given); an image whose transformed shape differs from the first one's is left out so batches stack."""
+    items = list(items)
     order = shuffled_order(len(items), seed, 0)
     real = [i for i in order if items[i][1] == 0]
     fake = [i for i in order if items[i][1] == 1]
+    other = [i for i in order if items[i][1] not in (0, 1)]
     take: list[int] = []
     for a, b in zip(real, fake, strict=False):
         take += [a, b]
-    take += real[len(fake):] + fake[len(real):]
+    take += real[len(fake):] + fake[len(real):] + other
     ds = ImageDataset([items[i] for i in take], single_crop(preprocess), train=False)  # one crop per image
     out, xs, ys = [], [], []
     for i in range(len(ds)):
@@ -161,6 +171,8 @@ def calibration_batches(root: str | Path, preprocess: Preprocess, n: int = 256, 
         x, y, _ = s
         if xs and x.shape != xs[0].shape:
             continue
+        if not xs and out and x.shape != out[0][0].shape[1:]:
+            continue
         xs.append(x)
         ys.append(y)
         if len(xs) == batch_size:
@@ -168,4 +180,6 @@ def calibration_batches(root: str | Path, preprocess: Preprocess, n: int = 256, 
             xs, ys = [], []
     if xs:
         out.append((torch.stack(xs), torch.tensor(ys, dtype=torch.float32)))
+    if skipped is not None:
+        skipped.update(ds.skipped)
     return out

@@ -103,14 +103,18 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
                 stage_epochs: float = 1.0, final_epochs: float = 2.0, seed: int = 0, quantizer: str = "lsq",
                 sensitivity: str = "taylor", cka_weight: float = 1.0, size: int | None = None,
                 batch_size: int = 32, calibrate_student: bool = True, max_calib_seconds: float | None = 290.0,
-                quiet: bool = True) -> dict[str, Any]:
+                quiet: bool = True, calib_batches: list | None = None,
+                calib_info: dict | None = None) -> dict[str, Any]:
     """The whole DeFakeQ pipeline; writes out/model.fakelite, out/metrics.json, out/haq.json,
     out/haq_allocation.png and returns the metrics dict.
 
     budget_mb: packed storage in decimal MB (as `fakelite cost` counts it, header excluded); budget_bops: BOPs
     at the model's input size. At least one is required. Raises mixed.InfeasibleBudget (a ValueError naming the
     minimum feasible budget) when nothing fits. max_calib_seconds caps the calibration wall time (the steps
-    done are recorded in metrics["calibration"]).
+    done are recorded in metrics["calibration"]). `calib_batches` ((x, y) batches, e.g. from
+    `quant.calib_data.calibration_set`: a user's folder or ZeroQ inputs) replace the `calib` images of DATA/train
+    for every step (HAQ scores, VEFT choice, PTQ init, contrastive calibration); `data` may then be None (no
+    validation: metrics["calib_agreement"] compares the student with the FP model on the calibration images).
     """
     from fakelite import artifact
     from fakelite.data.dataset import calibration_batches
@@ -120,6 +124,7 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
     if budget_mb is None and budget_bops is None:
         raise ValueError("DeFakeQ needs --budget-mb or --budget-bops")
     t_start = time.perf_counter()
+    calib_source = calib_info  # (the name calib_info is reused below for the calibration's own summary)
     fp = artifact.load(fp_model_path) if not isinstance(fp_model_path, nn.Module) else fp_model_path
     if getattr(fp, "fakelite_quant", None):
         raise ValueError("start DeFakeQ from a full-precision model (this one is already quantized)")
@@ -128,7 +133,12 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     pre = fp.preprocess if size is None else replace(fp.preprocess, crop=int(size))
-    batches = calibration_batches(data, pre, n=calib, batch_size=batch_size, seed=seed)
+    if calib_batches is not None:
+        batches = list(calib_batches)
+    elif data is None:
+        raise ValueError("DeFakeQ needs --data (with train/) or --calib-data")
+    else:
+        batches = calibration_batches(data, pre, n=calib, batch_size=batch_size, seed=seed)
     if not batches:
         raise ValueError(f"{data}: no usable training images for calibration")
     size = int(batches[0][0].shape[-1])
@@ -163,12 +173,23 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
                      "total": time.perf_counter() - t_start},
         "calib_images": sum(len(b[1]) for b in batches), "threads": torch.get_num_threads(),
     }
-    val = _val_metrics(student, Path(data))
+    val = _val_metrics(student, Path(data)) if data is not None else None
     if val is not None:
         metrics["val"] = {k: val.get(k) for k in ("auc", "ap", "acc", "n")}
+    if calib_batches is not None:
+        from .calib_data import agreement, match_threshold
+
+        matched = match_threshold(fp, student, batches) if data is None else None
+        student.threshold = float(getattr(fp, "threshold", 0.5)) if matched is None else matched
+        metrics["threshold"] = student.threshold
+        metrics["threshold_source"] = "full-precision model" if matched is None else "matched to FP decisions on the calibration images"
+        metrics["calib_agreement"] = agreement(fp, student, batches)
+        metrics["calibration_source"] = calib_source or {}
     provenance = {"mode": "defakeq", "source_provenance": getattr(fp, "provenance", {}),
-                  "calib_images": metrics["calib_images"], "seed": seed}
-    artifact.save(student, out / "model.fakelite", threshold=float(getattr(fp, "threshold", 0.5)),
+                  "calib_images": metrics["calib_images"], "seed": seed,
+                  **({"calibration": calib_source} if calib_source is not None else {})}
+    artifact.save(student, out / "model.fakelite", threshold=float(getattr(student, "threshold", None)
+                                                                     or getattr(fp, "threshold", 0.5)),
                   provenance=provenance, metrics={"val": metrics.get("val"), "cost": cost})
     (out / "haq.json").write_text(json.dumps(record, indent=2))
     plot_allocation(scores, alloc, out / "haq_allocation.png",
@@ -188,7 +209,8 @@ def _recipe(fp: nn.Module, data: Path, out: Path, options: dict[str, Any]) -> di
         return run_defakeq(fp, data, out, budget_mb=options.get("budget_mb"), budget_bops=options.get("budget_bops"),
                            calib=int(options.get("calib", 256)), seed=int(options.get("seed", 0)),
                            size=options.get("size"), batch_size=int(options.get("batch_size", 32)),
-                           quiet=bool(options.get("quiet", True)))
+                           quiet=bool(options.get("quiet", True)), calib_batches=options.get("calib_batches"),
+                           calib_info=options.get("calib_info"))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
 

@@ -83,6 +83,8 @@ def run_quantization(
     grad_clip: float | None = None,
     device: str = "cpu",
     keep_checkpoint: bool | None = None,
+    calib_batches: list | None = None,
+    calib_info: dict | None = None,
 ) -> tuple[nn.Module, dict]:
     """Quantize a copy of `fp_model` with `qcfg`, calibrate it, train it `epochs` epochs (none with `ptq`), and
     write OUT/model.fakelite + OUT/metrics.json (with `cost`). Returns (student, metrics).
@@ -96,14 +98,21 @@ def run_quantization(
     to inf, which poisons Adam's moments; metrics["grad_guard"] counts how often it acted. `device`: "cuda" runs
     the QAT steps on a GPU (calibration and the saved model stay on the CPU).
     `keep_checkpoint`: keep OUT/checkpoint.safetensors after the run (see `fakelite.train.loop.fit`).
-    Raises ValueError (an already-quantized model, no usable calibration images) and FileNotFoundError (no DATA/train).
+    `calib_batches`: (x, y) batches to calibrate on instead of `calib` images of DATA/train (e.g. a user's folder or
+    ZeroQ inputs from `quant.calib_data.calibration_set`; `calib_info` describes them for the provenance). With
+    them, `data` may be None for PTQ: the model keeps the FP model's threshold and metrics["calib_agreement"] says
+    how close it stays to the FP model on the calibration images (no validation set to measure on).
+    Raises ValueError (an already-quantized model, no usable calibration images, QAT without data) and
+    FileNotFoundError (no DATA/train).
     """
     from fakelite.data.dataset import calibration_batches
     from fakelite.train.loop import TrainConfig, fit
 
     from .cost import model_cost
 
-    data, out = Path(data), Path(out)
+    data, out = (Path(data) if data is not None else None), Path(out)
+    if data is None and not (ptq and calib_batches):
+        raise ValueError("QAT needs --data (a dataset with train/); without one use --ptq with --calib-data")
     if getattr(fp_model, "fakelite_quant", None):
         raise ValueError("model is already quantized; start from a full-precision model")
     if threads:
@@ -119,10 +128,15 @@ def run_quantization(
         for m in student.modules():
             if getattr(m, "cqb", None) is not None:
                 m.cqb.theta.requires_grad_(False)
-    batches = calibration_batches(data, student.preprocess, n=calib, batch_size=batch_size, seed=seed)
+    if calib_batches is not None:
+        batches = list(calib_batches)
+    else:
+        batches = calibration_batches(data, student.preprocess, n=calib, batch_size=batch_size, seed=seed)
     if not batches:
         raise ValueError(f"{data}: no usable training images for calibration")
     calibrate(student, batches, quiet=quiet)
+    if data is None:
+        return _ptq_without_data(fp_model, student, batches, out, qcfg, calib_info, provenance)
 
     guard = _GradGuard(student, grad_clip) if grad_clip else None
     scale = (0.1 if is_n2uq_like(qcfg) else 1.0) if quant_lr_scale is None else float(quant_lr_scale)
@@ -133,6 +147,8 @@ def run_quantization(
                             "calib_images": sum(len(b[1]) for b in batches), "quant_lr_scale": scale,
                             "teacher_kd": bool(teacher_kd and not ptq), "freeze_cqb_alpha": freeze_cqb_alpha,
                             "source_provenance": getattr(fp_model, "provenance", {}), **(provenance or {})}
+    if calib_info is not None:
+        prov["calibration"] = calib_info
     metrics = fit(student, data, out, cfg, teacher=fp_model if (teacher_kd and not ptq) else None,
                   param_groups=lambda m: quant_param_groups(m, scale, lr), provenance=prov, resume=resume,
                   keep_checkpoint=keep_checkpoint)
@@ -146,4 +162,34 @@ def run_quantization(
 
     if rank_world()[0] == 0:  # under torchrun only rank 0 writes
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    return student, metrics
+
+
+def _ptq_without_data(fp_model: nn.Module, student: nn.Module, batches: list, out: Path, qcfg: QuantConfig,
+                      calib_info: dict | None, provenance: dict | None) -> tuple[nn.Module, dict]:
+    """Save a PTQ model calibrated on user-supplied batches when there is no dataset to validate on."""
+    from fakelite import artifact
+
+    from .calib_data import agreement, match_threshold
+    from .cost import model_cost
+
+    student.eval()
+    matched = match_threshold(fp_model, student, batches)
+    student.threshold = float(getattr(fp_model, "threshold", 0.5)) if matched is None else matched
+    source = ("the full-precision model's (no validation data; its decisions on the calibration images are all one "
+              "class)" if matched is None else "matched to the full-precision model's decisions on the calibration "
+              "images (no validation data)")
+    agree = agreement(fp_model, student, batches)
+    crop = int(student.preprocess.crop)
+    metrics: dict[str, Any] = {"mode": "ptq", "quant": qcfg.to_dict(), "threshold": student.threshold,
+                               "threshold_source": source,
+                               "calib_images": sum(len(b[1]) for b in batches), "calibration": calib_info or {},
+                               "calib_agreement": agree, "val": None, "cost": model_cost(student, crop)}
+    prov: dict[str, Any] = {"mode": "ptq", "quant": qcfg.to_dict(), "calib_images": metrics["calib_images"],
+                            "calibration": calib_info or {}, "threshold_source": metrics["threshold_source"],
+                            "source_provenance": getattr(fp_model, "provenance", {}), **(provenance or {})}
+    out.mkdir(parents=True, exist_ok=True)
+    artifact.save(student, out / "model.fakelite", threshold=student.threshold, provenance=prov,
+                  metrics={"calib_agreement": agree})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return student, metrics
