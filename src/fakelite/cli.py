@@ -42,6 +42,7 @@ def _register_optional() -> None:
     from fakelite.commands import ablation, compress, data_synth, demo, quant, robust
     from fakelite.commands import defakeq as defakeq_cmds
     from fakelite.commands import deploy as deploy_cmds
+    from fakelite.commands import scan as scan_cmds
     from fakelite.commands import serve as serve_cmds
 
     data_app.command("synth")(data_synth.synth_command)
@@ -58,6 +59,7 @@ def _register_optional() -> None:
     app.command("detect")(deploy_cmds.detect_command)
     app.command("stream")(deploy_cmds.stream_command)
     app.command("bench")(deploy_cmds.bench_command)
+    app.command("scan")(scan_cmds.scan_command)
     app.command("serve")(serve_cmds.serve_command)
     app.command("robustness")(robust.robustness_command)
     app.command("demo")(demo.demo_command)
