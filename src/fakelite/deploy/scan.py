@@ -190,13 +190,21 @@ _WORKER: FileScorer | None = None
 def _pool_init(model: str, options: ScanOptions, model_sha256: str, skip: frozenset[str], backend: str) -> None:
     global _WORKER
     _die_with_parent()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _one_thread()
     _WORKER = FileScorer(model, options, model_sha256, skip, backend=backend, threads=1)
 
 
 def _pool_score(path: str) -> dict[str, Any]:
     assert _WORKER is not None
     return _WORKER(path)
+
+
+def _one_thread() -> None:
+    """One compute thread per worker process: N workers on N cores, no oversubscription (torch's intra-op pool
+    is set by Detector.load(threads=1); OpenCV's face detector and resizes have a pool of their own)."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _die_with_parent() -> None:
@@ -227,6 +235,7 @@ class RayScorer:
     """Ray Data actor: one FileScorer; `__call__(batch)` maps a pyarrow batch of paths to result rows."""
 
     def __init__(self, model: str, options: dict[str, Any], model_sha256: str, skip: list[str], backend: str):
+        _one_thread()
         self.scorer = FileScorer(model, ScanOptions(**options), model_sha256, skip, backend=backend, threads=1)
 
     def __call__(self, batch):
