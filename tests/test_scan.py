@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -197,3 +198,24 @@ def test_ray_local_cluster_equals_local_run(corpus, reference, tmp_path):
         assert {c: v for c, v in r.items() if c not in ("path", "detail", "score")} == \
             {c: v for c, v in want.items() if c not in ("path", "detail", "score")}
         assert r["score"] == want["score"] or abs(r["score"] - want["score"]) < 1e-9
+
+
+def test_video_rows_summarise_frames_and_faces(corpus, tmp_path):
+    from fakelite.deploy.samples import FetchError, fetch
+
+    try:
+        clip = fetch("single_face.mp4")
+    except FetchError as e:
+        pytest.skip(f"cannot fetch the sample clip single_face.mp4: {e}")
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    (vids / "clip.mp4").write_bytes(clip.read_bytes())
+    (vids / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really")
+    s = run_scan([vids], corpus[0], tmp_path / "res", ScanOptions(frames=4), workers=1)
+    assert s["scored"] == 2 and s["errors"] == 1
+    rows = {Path(r["path"]).name: r for r in read_results(tmp_path / "res").to_pylist()}
+    v = rows["clip.mp4"]
+    assert v["kind"] == "video" and v["frames_sampled"] == 4 and 1 <= v["frames_with_face"] <= 4
+    assert v["faces"] >= v["frames_with_face"] and v["score"] is not None and v["error"] is None
+    assert len(json.loads(v["detail"])["frames"]) == 4
+    assert rows["broken.mp4"]["kind"] == "video" and "broken.mp4" in rows["broken.mp4"]["error"]
