@@ -470,7 +470,9 @@ class Service:
         """What /readyz reports: the served model's id, architecture, threshold, backend and file name."""
         det = self.detector
         header = dict(getattr(det, "header", None) or {})
-        return {"id": str(getattr(det, "model_id", "unknown")), "arch": (header.get("arch") or {}).get("name"),
+        arch = header.get("arch")
+        return {"id": str(getattr(det, "model_id", "unknown")),
+                "arch": arch.get("name") if isinstance(arch, dict) else arch,
                 "threshold": float(getattr(det, "threshold", header.get("threshold", 0.5))),
                 "backend": getattr(det, "backend", None),
                 "file": Path(self.model_path).name if self.model_path else None}
