@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import tempfile
@@ -67,14 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         make_images(tmp / "images", args.images, args.size)
         rates: dict[int, list[float]] = {w: [] for w in counts}
         walls: dict[int, list[float]] = {w: [] for w in counts}
+        cpu: dict[int, list[float]] = {w: [] for w in counts}  # CPU seconds of the worker processes per file
         for r in range(args.rounds):
             for w in counts:
                 out = tmp / f"res-{w}-{r}"
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 s = run_scan([tmp / "images"], args.model, out, ScanOptions(faces=args.faces), workers=w)
                 assert s["scored"] == args.images, s
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the pool's workers have exited by now
+                used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
                 rates[w].append(s["files_per_s"])
                 walls[w].append(s["wall_s"])
-                print(f"round {r} workers {w}: {s['files_per_s']:.1f} files/s (wall {s['wall_s']:.1f} s)", flush=True)
+                cpu[w].append(used / args.images)
+                print(f"round {r} workers {w}: {s['files_per_s']:.1f} files/s (wall {s['wall_s']:.1f} s, workers' CPU "
+                      f"{used:.1f} s = {used / s['wall_s']:.2f} cores on average)", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = statistics.median(rates[counts[0]])
@@ -83,12 +90,17 @@ def main(argv: list[str] | None = None) -> int:
            "load_avg_1min_end": round(os.getloadavg()[0], 2), "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
            "files_per_s": {w: rates[w] for w in counts},
            "median_files_per_s": {w: round(statistics.median(rates[w]), 2) for w in counts},
+           "worker_cpu_s_per_file": {w: [round(x, 4) for x in cpu[w]] for w in counts},
+           "cores_used": {w: [round(c * args.images / wl, 2) for c, wl in zip(cpu[w], walls[w], strict=True)]
+                          for w in counts},
            "speedup_vs_first": {w: round(statistics.median(rates[w]) / base, 3) for w in counts}}
     print(json.dumps(res, indent=1))
     if args.out:
-        lines = ["| workers | files/s per round | median | × vs 1 |", "|---|---|---|---|"]
+        lines = ["| workers | files/s per round | median | × vs 1 | workers' CPU s per file (incl. start-up) | cores "
+                 "the workers got (CPU s / wall s) |", "|---|---|---|---|---|---|"]
         lines += [f"| {w} | {', '.join(f'{x:.1f}' for x in rates[w])} | {res['median_files_per_s'][w]} | "
-                  f"{res['speedup_vs_first'][w]:.2f} |" for w in counts]
+                  f"{res['speedup_vs_first'][w]:.2f} | {', '.join(f'{x:.3f}' for x in cpu[w])} | "
+                  f"{', '.join(f'{x:.2f}' for x in res['cores_used'][w])} |" for w in counts]
         args.out.write_text("\n".join(lines) + f"\n\nHost: {res['host']}; load average at the end "
                             f"{res['load_avg_1min_end']}; {args.images} JPEGs {args.size}²; model {args.model.name}.\n")
     return 0
