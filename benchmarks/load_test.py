@@ -161,7 +161,9 @@ def start_server(model: Path, port: int, args: argparse.Namespace, workers: int 
         cmd += ["--threads", str(args.threads)]
     if args.api_key:
         cmd += ["--api-key", args.api_key]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # its own session: the kernel's autogroup scheduler then shares the CPU between the server and this client
+    # like between two programs, instead of counting both as one session
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120, workers: int = 1,
