@@ -219,3 +219,19 @@ def test_video_rows_summarise_frames_and_faces(corpus, tmp_path):
     assert v["faces"] >= v["frames_with_face"] and v["score"] is not None and v["error"] is None
     assert len(json.loads(v["detail"])["frames"]) == 4
     assert rows["broken.mp4"]["kind"] == "video" and "broken.mp4" in rows["broken.mp4"]["error"]
+
+
+def test_a_worker_crash_on_one_file_costs_that_file_only(corpus, tmp_path, monkeypatch):
+    """A native crash (here: SIGSEGV raised by a test hook) kills a worker: the file that did it is isolated and
+    gets an error row, every other file is scored, nothing is stored twice."""
+    from fakelite.deploy.scan import CRASH_TEST_ENV
+
+    model, data = corpus
+    files = sorted((data / "batch1").glob("*.png"))[:5]
+    monkeypatch.setenv(CRASH_TEST_ENV, files[2].name)
+    s = run_scan(files, model, tmp_path / "res", workers=2)
+    rows = {Path(r["path"]).name: r for r in read_results(tmp_path / "res").to_pylist()}
+    assert s["scored"] == 5 and s["errors"] == 1 and len(rows) == 5
+    bad = rows[files[2].name]
+    assert "crashed" in bad["error"] and bad["sha256"] and bad["score"] is None
+    assert all(r["score"] is not None for n, r in rows.items() if n != files[2].name)

@@ -39,6 +39,7 @@ from fakelite.deploy.detect import AGGREGATES, FACE_MODES, detect_file, expand_p
 from fakelite.deploy.scan_store import ScanStore, ScanStoreError
 
 LIST_SUFFIXES = {".txt", ".lst", ".csv"}
+CRASH_TEST_ENV = "FAKELITE_SCAN_TEST_CRASH_ON"  # tests only: a worker segfaults on paths ending with this
 _GLOB_CHARS = set("*?[")
 
 
@@ -163,9 +164,14 @@ class FileScorer:
             return {**row, "_duplicate": True}
         if row.get("error") is None:
             o = self.opts
-            res = detect_file(self.det, path, faces=o.faces, frames=o.frames, every=o.every, aggregate=o.aggregate,
-                              all_faces=o.all_faces, face_detector=self.face_detector, face_resize=o.face_resize)
-            row.update(_summarise(res))
+            try:
+                res = detect_file(self.det, path, faces=o.faces, frames=o.frames, every=o.every,
+                                  aggregate=o.aggregate, all_faces=o.all_faces, face_detector=self.face_detector,
+                                  face_resize=o.face_resize)
+                row.update(_summarise(res))
+            except Exception as e:  # noqa: BLE001 - a decoder bug on one untrusted file must not stop the batch
+                msg = str(e).splitlines()[0][:200] if str(e) else ""
+                row["error"] = f"{path}: unexpected error while scoring ({type(e).__name__}{': ' + msg if msg else ''})"
         row["seconds"] = time.perf_counter() - t0
         row["scanned_at"] = datetime.now(UTC)
         return row
@@ -196,6 +202,11 @@ def _pool_init(model: str, options: ScanOptions, model_sha256: str, skip: frozen
 
 def _pool_score(path: str) -> dict[str, Any]:
     assert _WORKER is not None
+    crash_on = os.environ.get(CRASH_TEST_ENV)
+    if crash_on and path.endswith(crash_on):  # tests only: stands for a decoder that segfaults on this file
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
     return _WORKER(path)
 
 
@@ -221,13 +232,75 @@ def _die_with_parent() -> None:
         pass
 
 
+def crashed_row(path: str, model_id: str, model_sha256: str, threshold: float) -> dict[str, Any]:
+    """The row of a file on which a worker process died (a native crash in a decoder): an error, not a gap."""
+    row: dict[str, Any] = {"path": path, "kind": "video" if Path(path).suffix.lower() in VIDEO_EXTS else "image",
+                           "model_id": model_id, "model_sha256": model_sha256, "threshold": threshold,
+                           "error": f"{path}: the worker process crashed on this file (native crash); skipped",
+                           "scanned_at": datetime.now(UTC), "worker": f"{socket.gethostname()}:driver"}
+    try:
+        st = os.stat(path)
+        row.update(size_bytes=st.st_size, mtime_ns=st.st_mtime_ns, sha256=file_sha256(path))
+    except OSError:
+        pass
+    return row
+
+
 def _local_rows(todo: list[str], model: str, options: ScanOptions, model_sha256: str, skip: frozenset[str],
-                workers: int, backend: str) -> Iterator[dict[str, Any]]:
+                workers: int, backend: str, crash_row: Callable[[str], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Rows from `workers` spawned processes, at most 2 files in flight per worker.
+
+    A worker that dies (segfault, OOM kill) breaks the pool: the files that were in flight are then retried one at
+    a time in a fresh pool, so the one that kills a worker on its own gets `crash_row(path)` and the rest are
+    scored normally. Five such files in a row stop the scan (something is wrong with the workers, not the files).
+    """
     import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")  # never fork a process that holds torch's thread pools
-    with ctx.Pool(workers, initializer=_pool_init, initargs=(model, options, model_sha256, skip, backend)) as pool:
-        yield from pool.imap_unordered(_pool_score, todo, chunksize=1)
+    pending, suspects = deque(todo), deque()
+    crashes_in_a_row = 0
+    while pending or suspects:
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pool_init,
+                                   initargs=(model, options, model_sha256, skip, backend))
+        inflight: dict[Future, str] = {}
+        lost: list[str] = []
+        try:
+            while (pending or suspects or inflight) and not lost:
+                if suspects:  # isolate: one suspect at a time, nothing else in flight
+                    if not inflight:
+                        p = suspects.popleft()
+                        inflight[pool.submit(_pool_score, p)] = p
+                else:
+                    while pending and len(inflight) < 2 * workers:
+                        p = pending.popleft()
+                        inflight[pool.submit(_pool_score, p)] = p
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for f in done:
+                    p = inflight.pop(f)
+                    exc = f.exception()
+                    if exc is None:
+                        crashes_in_a_row = 0
+                        yield f.result()
+                    elif isinstance(exc, BrokenProcessPool):
+                        lost.append(p)
+                    else:
+                        raise exc
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if not lost:
+            continue
+        lost += inflight.values()  # every file in flight when the worker died is a suspect
+        if len(lost) == 1:  # it was alone: it is the one
+            crashes_in_a_row += 1
+            if crashes_in_a_row >= 5:
+                raise ScanError(f"scan workers crashed on {crashes_in_a_row} files in a row (last: {lost[0]}); "
+                                "stopping")
+            yield crash_row(lost[0])
+        else:
+            suspects.extend(lost)
 
 
 # -------------------------------------------------------------------------------------------------- Ray
@@ -310,6 +383,7 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
     files, input_errors = expand_inputs(inputs)
     store = ScanStore(out, {"model_id": det.model_id, "model_sha256": model_sha, "options": asdict(options)},
                       commit_rows=commit_rows, commit_seconds=commit_seconds)
+    model_id, threshold = det.model_id, det.threshold
     del det
     todo: list[str] = []
     already = 0
@@ -329,7 +403,11 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
     labels: dict[str, int] = {}
     t_first: float | None = None
     if todo:
-        rows = (_ray_rows if use_ray else _local_rows)(todo, model, options, model_sha, skip, workers, backend)
+        if use_ray:
+            rows = _ray_rows(todo, model, options, model_sha, skip, workers, backend)
+        else:
+            rows = _local_rows(todo, model, options, model_sha, skip, workers, backend,
+                               lambda p: crashed_row(p, model_id, model_sha, threshold))
         try:
             for i, row in enumerate(rows, 1):
                 now = time.perf_counter()
@@ -363,5 +441,5 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
     }
 
 
-__all__ = ["FileScorer", "RayScorer", "ScanError", "ScanOptions", "ScanStoreError", "expand_inputs", "file_sha256",
+__all__ = ["FileScorer", "RayScorer", "ScanError", "crashed_row", "ScanOptions", "ScanStoreError", "expand_inputs", "file_sha256",
            "ray_connect", "run_scan"]
