@@ -59,6 +59,18 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the server process and its workers so far (from /proc/PID/stat)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def rss_mb(pid: int) -> float | None:
     """RSS of the server: the process plus its worker processes (MB)."""
     own = _rss_one(pid)
@@ -218,6 +230,10 @@ def markdown(runs: list[dict], cmd: str) -> str:
         row("latency of all answers p50 / p95", lambda r: f"{r['latency_ms_all']['p50']} / {r['latency_ms_all']['p95']} ms"),
         row("throughput, all answers / **200s**", lambda r: f"{r['throughput_rps']} / **{r['throughput_200_rps']}** req/s"),
         row("200s per second vs 1 worker", lambda r: f"×{r['throughput_200_rps'] / r0['throughput_200_rps']:.2f}"),
+        row("server CPU during the run (all processes) / cores it got", lambda r: f"{r['server_cpu_s']} s / "
+            f"{r['server_cpu_s'] / r['wall_s']:.2f}"),
+        row("200s per server CPU-second", lambda r: f"{r['throughput_200_rps'] * r['wall_s'] / r['server_cpu_s']:.1f}"
+            if r["server_cpu_s"] else "n/a"),
         row("server RSS (all processes) when ready, before the warm-up requests",
             lambda r: f"{r['rss_mb']['after_ready']} MB"),
         row("server RSS during the run: first / last / max (samples)", lambda r: f"{r['rss_mb']['first']} / "
@@ -244,8 +260,10 @@ def run_one(args: argparse.Namespace, workers: int) -> dict:
                                  120, args.image_size, args.api_key))
         sampler = RssSampler(proc.pid)
         sampler.start()
+        cpu0 = cpu_seconds(proc.pid)
         res = asyncio.run(run_load(url, args.requests, args.concurrency, args.max_seconds, args.image_size,
                                    args.api_key))
+        res["server_cpu_s"] = round(cpu_seconds(proc.pid) - cpu0, 2)
         time.sleep(0.5)
         sampler.stop.set()
         sampler.join()

@@ -357,7 +357,7 @@ def _ray_rows(todo: list[str], model: str, options: ScanOptions, model_sha256: s
 def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out: str | os.PathLike,
              options: ScanOptions | None = None, workers: int = 1, use_ray: bool | None = None,
              backend: str = "auto", commit_rows: int = 256, commit_seconds: float = 10.0,
-             progress: Callable[[int, int, float], None] | None = None, quiet: bool = True) -> dict[str, Any]:
+             progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Scan `inputs` with `model` into the results folder `out`; resumable, exactly once per file content.
 
     workers: scoring processes (local) or Ray actors. use_ray: None → Ray when $RAY_ADDRESS is set.
