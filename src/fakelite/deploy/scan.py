@@ -402,6 +402,7 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
     errors: dict[str, int] = {}
     labels: dict[str, int] = {}
     t_first: float | None = None
+    t_last = 0.0
     if todo:
         if use_ray:
             rows = _ray_rows(todo, model, options, model_sha, skip, workers, backend)
@@ -410,7 +411,7 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
                                lambda p: crashed_row(p, model_id, model_sha, threshold))
         try:
             for i, row in enumerate(rows, 1):
-                now = time.perf_counter()
+                now = t_last = time.perf_counter()
                 t_first = t_first or now
                 dup = bool(row.pop("_duplicate", False))
                 if dup or not store.add(row):
@@ -437,7 +438,7 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
         "parts_written": store.parts_written, "workers": workers, "engine": "ray" if use_ray else "local",
         "wall_s": round(wall, 3),
         # steady rate: files after the first result / time since it (excludes worker start-up and model load)
-        "files_per_s": round((n - 1) / (time.perf_counter() - t_first), 3) if t_first and n > 1 else None,
+        "files_per_s": round((n - 1) / (t_last - t_first), 3) if t_first and n > 1 and t_last > t_first else None,
     }
 
 
