@@ -100,8 +100,9 @@ def part_files(root: str | os.PathLike) -> list[Path]:
     return sorted(Path(root).glob("part-*.parquet"))
 
 
-def read_results(root: str | os.PathLike):
-    """All committed rows of a results folder as one pyarrow Table (empty table when there is none).
+def read_results(root: str | os.PathLike, columns: list[str] | None = None):
+    """All committed rows of a results folder as one pyarrow Table (empty table when there is none); `columns`
+    reads only those (Parquet is columnar: the resume check never reads the `detail` JSON).
 
     Raises ScanStoreError naming the part file when one cannot be read.
     """
@@ -111,11 +112,12 @@ def read_results(root: str | os.PathLike):
     tables = []
     for f in part_files(root):
         try:
-            tables.append(pq.read_table(f, schema=arrow_schema()))
+            tables.append(pq.read_table(f, schema=arrow_schema(), columns=columns))
         except (OSError, pa.ArrowException) as e:
             raise ScanStoreError(f"{f}: unreadable result part ({str(e).splitlines()[0]})") from None
     if not tables:
-        return arrow_schema().empty_table()
+        empty = arrow_schema().empty_table()
+        return empty.select(columns) if columns else empty
     return pa.concat_tables(tables)
 
 
@@ -138,8 +140,8 @@ class ScanStore:
         self._check_manifest(manifest)
         for tmp in self.root.glob(".tmp-*.parquet"):  # a part whose commit a kill interrupted
             tmp.unlink(missing_ok=True)
-        table = read_results(self.root)
-        cols = table.select(["path", "sha256", "size_bytes", "mtime_ns"]).to_pydict()
+        table = read_results(self.root, columns=["path", "sha256", "size_bytes", "mtime_ns"])
+        cols = table.to_pydict()
         self.keys: set[str] = set()
         self.paths: dict[str, tuple[int | None, int | None]] = {}
         for p, h, s, m in zip(cols["path"], cols["sha256"], cols["size_bytes"], cols["mtime_ns"], strict=True):
