@@ -235,3 +235,11 @@ def test_a_worker_crash_on_one_file_costs_that_file_only(corpus, tmp_path, monke
     bad = rows[files[2].name]
     assert "crashed" in bad["error"] and bad["sha256"] and bad["score"] is None
     assert all(r["score"] is not None for n, r in rows.items() if n != files[2].name)
+
+
+def test_a_second_writer_on_the_same_folder_is_refused(tmp_path):
+    store = ScanStore(tmp_path / "r", {"model_sha256": "0", "options": {}})
+    with pytest.raises(ScanStoreError, match="another scan is writing"):
+        ScanStore(tmp_path / "r", {"model_sha256": "0", "options": {}})
+    store.close()
+    ScanStore(tmp_path / "r", {"model_sha256": "0", "options": {}}).close()  # free again once closed

@@ -427,7 +427,8 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
                 if progress is not None:
                     progress(i, len(todo), (i - 1) / (now - t_first) if now > t_first else 0.0)
         finally:
-            store.commit()
+            store.close()  # commits the last rows, releases the folder's lock
+    store.close()
     wall = time.perf_counter() - t0
     n = counts["scored"] + counts["duplicates"]
     return {
@@ -442,5 +443,5 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
     }
 
 
-__all__ = ["FileScorer", "RayScorer", "ScanError", "crashed_row", "ScanOptions", "ScanStoreError", "expand_inputs", "file_sha256",
-           "ray_connect", "run_scan"]
+__all__ = ["FileScorer", "RayScorer", "ScanError", "ScanOptions", "ScanStoreError", "crashed_row", "expand_inputs",
+           "file_sha256", "ray_connect", "run_scan"]

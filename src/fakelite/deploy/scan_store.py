@@ -4,6 +4,7 @@ Layout of RESULTS/ (any Parquet reader takes the folder: pyarrow, DuckDB `read_p
 pandas, Spark, Ray Data; files starting with "_" or "." are ignored by those readers):
 
     _scan.json                          manifest: model id + SHA-256, detection options, schema version
+    _scan.lock                          flock held by the one writer (a second concurrent scan is refused)
     part-<run>-<seq>.parquet            committed rows (SCHEMA), never modified after the rename
     .tmp-<run>-<seq>.parquet            a part being written; deleted on the next start
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "_scan.json"
+LOCK = "_scan.lock"
 FORMAT = "fakelite-scan/1"
 
 # (name, pyarrow type name, nullable) — kept as plain data so that importing this module does not import pyarrow
@@ -137,6 +139,16 @@ class ScanStore:
         if self.root.exists() and not self.root.is_dir():
             raise ScanStoreError(f"{self.root}: --out must be a folder")
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
+        self._buf: list[dict[str, Any]] = []
+        try:
+            self._open(manifest)
+        except BaseException:
+            self._lock.close()
+            self._lock = None
+            raise
+
+    def _open(self, manifest: dict[str, Any]) -> None:
         self._check_manifest(manifest)
         for tmp in self.root.glob(".tmp-*.parquet"):  # a part whose commit a kill interrupted
             tmp.unlink(missing_ok=True)
@@ -150,9 +162,32 @@ class ScanStore:
         self.committed_before = table.num_rows
         self.committed = 0
         self.parts_written = 0
-        self._buf: list[dict[str, Any]] = []
         self._last_commit = time.monotonic()
         self._run = f"{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
+
+    def _acquire_lock(self):
+        """An exclusive flock on RESULTS/_scan.lock for the writer's life: a second scan writing to the same
+        folder at the same time would break exactly-once, so it is refused. The kernel drops the lock when the
+        process dies, kill -9 included."""
+        import fcntl
+
+        fh = open(self.root / LOCK, "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise ScanStoreError(f"{self.root}: another scan is writing to this folder now; wait for it or use "
+                                 "another --out") from None
+        return fh
+
+    def close(self) -> None:
+        """Commit what is buffered and release the folder."""
+        try:
+            self.commit()
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
 
     def _check_manifest(self, manifest: dict[str, Any]) -> None:
         want = {"format": FORMAT, **manifest}
