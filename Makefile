@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and explicitly: the local CPU wheel (letting pip choose pulls gigabytes of CUDA)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,litert,openvino]'
+	$(BIN)/pip install -q -e '.[dev,litert,openvino,scan]'
 	touch $(STAMP)
 
 venv: $(STAMP)

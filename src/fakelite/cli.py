@@ -113,6 +113,7 @@ def _register_optional() -> None:
     from fakelite.commands import ablation, compress, data_synth, demo, importing, quant, robust
     from fakelite.commands import defakeq as defakeq_cmds
     from fakelite.commands import deploy as deploy_cmds
+    from fakelite.commands import scan as scan_cmds
     from fakelite.commands import serve as serve_cmds
     from fakelite.commands import threshold as threshold_cmds
 
@@ -132,6 +133,7 @@ def _register_optional() -> None:
     app.command("detect")(deploy_cmds.detect_command)
     app.command("stream")(deploy_cmds.stream_command)
     app.command("bench")(deploy_cmds.bench_command)
+    app.command("scan")(scan_cmds.scan_command)
     app.command("serve")(serve_cmds.serve_command)
     app.command("robustness")(robust.robustness_command)
     app.command("demo")(demo.demo_command)

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from fakelite.serve.sniff import SNIFF_BYTES, Sniffed, sniff
 
 log = logging.getLogger("fakelite.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MULTIPART_OVERHEAD = 64 * 1024  # room for boundaries, part headers and small form fields on top of the file
 MAX_FIELD_BYTES = 1024
 MAX_PARTS = 16
@@ -131,7 +132,12 @@ _ERRORS_DOC = {s: {"model": ErrorBody} for s in (400, 401, 408, 413, 415, 422, 5
 
 # ---------------------------------------------------------------------------------------------------- metrics
 class Metrics:
-    """Prometheus collectors in a registry of this app's own (several apps can live in one process)."""
+    """Prometheus collectors in a registry of this app's own (several apps can live in one process).
+
+    With `--workers N` the service runs in prometheus_client's multiprocess mode ($PROMETHEUS_MULTIPROC_DIR, set
+    by `run_server`): every worker writes its values to files there and any worker's /metrics answers the sum over
+    all of them (gauges: `multiprocess_mode` below — live sums, the slowest model load, ready only when all are).
+    """
 
     BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -144,20 +150,30 @@ class Metrics:
                                 ["endpoint", "method", "code"], registry=r)
         self.latency = Histogram("fakelite_http_request_duration_seconds", "HTTP request latency",
                                  ["endpoint"], buckets=self.BUCKETS, registry=r)
-        self.inflight = Gauge("fakelite_http_requests_in_flight", "HTTP requests being served now", registry=r)
-        self.detect_running = Gauge("fakelite_detections_running", "Detections running on worker threads", registry=r)
+        self.inflight = Gauge("fakelite_http_requests_in_flight", "HTTP requests being served now", registry=r,
+                              multiprocess_mode="livesum")
+        self.detect_running = Gauge("fakelite_detections_running", "Detections running on worker threads", registry=r,
+                                    multiprocess_mode="livesum")
         self.detect_admitted = Gauge("fakelite_detect_admitted", "Detect requests admitted (running + waiting)",
-                                     registry=r)
+                                     registry=r, multiprocess_mode="livesum")
         self.rejected = Counter("fakelite_rejected", "Requests refused before any work, by reason", ["reason"],
                                 registry=r)
-        self.model_load = Gauge("fakelite_model_load_seconds", "Seconds the model took to load", registry=r)
-        self.model_ready = Gauge("fakelite_model_ready", "1 once the model is loaded", registry=r)
+        self.model_load = Gauge("fakelite_model_load_seconds", "Seconds the model took to load", registry=r,
+                                multiprocess_mode="max")
+        self.model_ready = Gauge("fakelite_model_ready", "1 once the model is loaded (in every live worker)",
+                                 registry=r, multiprocess_mode="livemin")
         self.upload_bytes = Histogram("fakelite_upload_bytes", "Size of accepted uploads",
                                       buckets=(1e3, 1e4, 1e5, 1e6, 5e6, 1e7, 2.5e7, 1e8), registry=r)
 
     def render(self) -> bytes:
-        from prometheus_client import generate_latest
+        from prometheus_client import CollectorRegistry, generate_latest
 
+        if os.environ.get(MULTIPROC_ENV):  # the sum over every worker process, not just this one
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 
@@ -458,6 +474,17 @@ class Service:
                            {"WWW-Authenticate": "Bearer"})
 
     # -- model info
+    def model_summary(self) -> dict[str, Any]:
+        """What /readyz reports: the served model's id, architecture, threshold, backend and file name."""
+        det = self.detector
+        header = dict(getattr(det, "header", None) or {})
+        arch = header.get("arch")
+        return {"id": str(getattr(det, "model_id", "unknown")),
+                "arch": arch.get("name") if isinstance(arch, dict) else arch,
+                "threshold": float(getattr(det, "threshold", header.get("threshold", 0.5))),
+                "backend": getattr(det, "backend", None),
+                "file": Path(self.model_path).name if self.model_path else None}
+
     def model_info(self) -> dict[str, Any]:
         det = self.detector
         header = dict(getattr(det, "header", None) or {})
@@ -675,6 +702,10 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
             yield
         finally:
             svc.shutdown()
+            if os.environ.get(MULTIPROC_ENV):  # drop this worker's live gauges from the sums
+                from prometheus_client.multiprocess import mark_process_dead
+
+                mark_process_dead(os.getpid())
 
     docs = settings.docs
     app = FastAPI(title="fakelite", version=_version(), lifespan=lifespan,
@@ -717,7 +748,8 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
              responses={503: {"model": ErrorBody}})
     async def readyz() -> Response:
         if svc.ready:
-            return JSONResponse({"status": "ready", "model_id": str(getattr(svc.detector, "model_id", "unknown"))})
+            return JSONResponse({"status": "ready", "model_id": str(getattr(svc.detector, "model_id", "unknown")),
+                                 "model": svc.model_summary(), "version": _version()})
         if svc.load_error:
             return error_response(503, "model_failed", f"model failed to load: {svc.load_error}")
         return error_response(503, "model_loading", "model is loading", {"Retry-After": "1"})
@@ -896,6 +928,28 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     from fakelite.serve.settings import ENV_VAR
 
     os.environ[ENV_VAR] = settings.validate().to_json()
-    uvicorn.run("fakelite.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, server_header=False, date_header=True, timeout_keep_alive=5,
-                limit_concurrency=max_connections, proxy_headers=False)
+    with multiprocess_metrics_dir(workers):
+        uvicorn.run("fakelite.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, server_header=False, date_header=True, timeout_keep_alive=5,
+                    limit_concurrency=max_connections, proxy_headers=False)
+
+
+@contextmanager
+def multiprocess_metrics_dir(workers: int):
+    """With several workers, point $PROMETHEUS_MULTIPROC_DIR at an empty private folder for the server's life
+    (unless the caller set one: then its stale *.db files are removed), so /metrics sums all workers."""
+    if workers <= 1:
+        yield None
+        return
+    given = os.environ.get(MULTIPROC_ENV)
+    d = Path(given) if given else Path(tempfile.mkdtemp(prefix="fakelite-metrics-"))
+    d.mkdir(parents=True, exist_ok=True)
+    for f in d.glob("*.db"):  # values of an earlier run would be added to this one's
+        f.unlink(missing_ok=True)
+    os.environ[MULTIPROC_ENV] = str(d)
+    try:
+        yield d
+    finally:
+        if not given:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(d, ignore_errors=True)
