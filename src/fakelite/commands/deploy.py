@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from fakelite.commands.common import fail, load_model_or_fail, resolve_model_or_fail, scoring_overrides
+from fakelite.deploy.backends import HELP as BACKEND_HELP
 
 POLICY_HELP = "Scoring of large images: center | resize256 | tiles (default: the model's stored policy)"
 
@@ -122,8 +123,7 @@ def detect_command(
                                               help="Resize face crops to the model's input side (for models trained on "
                                                    "resized face crops); default keeps native pixels, as NPR needs")] = False,
     annotate: Annotated[Path | None, typer.Option(help="Write the (first) video annotated with boxes/scores (mp4)")] = None,
-    backend: Annotated[str, typer.Option(help="auto (.onnx: the fastest installed runtime, probed and cached per "
-                                              "host) | torch | onnxruntime | openvino | litert")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
     policy: Annotated[str | None, typer.Option("--policy", help=POLICY_HELP)] = None,
@@ -208,8 +208,7 @@ def stream_command(
     json_log: Annotated[Path | None, typer.Option("--json", help="Write the per-frame log + summary here")] = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after this many processed frames")] = None,
     face_detector: Annotated[str, typer.Option("--face-detector", help="haar | blazeface")] = "haar",
-    backend: Annotated[str, typer.Option(help="auto (.onnx: the fastest installed runtime, probed and cached per "
-                                              "host) | torch | onnxruntime | openvino | litert")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads")] = None,
 ) -> None:
     """Real-time detection on a camera, file or stream; drops frames it cannot process in time.

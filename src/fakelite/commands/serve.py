@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fakelite.commands.common import fail, resolve_model_or_fail
+from fakelite.deploy.backends import HELP as BACKEND_HELP
 
 
 def serve_command(
@@ -28,7 +29,7 @@ def serve_command(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Detections running at once per worker")] = 2,
     queue: Annotated[int, typer.Option("--queue", help="Requests waiting for a slot per worker; more get 503 + Retry-After")] = 8,
     threads: Annotated[int | None, typer.Option(help="Inference threads per detector")] = None,
-    backend: Annotated[str, typer.Option(help="Runtime backend: auto, torch, onnxruntime, openvino, litert")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow this browser origin (repeatable); CORS is off without it")] = None,
     tmp_dir: Annotated[Path | None, typer.Option("--tmp-dir", help="Parent folder of the private (0700) upload folder")] = None,
     no_docs: Annotated[bool, typer.Option("--no-docs", help="Do not serve /docs and /openapi.json")] = False,

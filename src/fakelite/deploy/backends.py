@@ -11,7 +11,8 @@ from __future__ import annotations
 RUNTIMES = ("torch", "onnxruntime", "litert", "openvino")
 CHOICES = ("auto", *RUNTIMES)
 ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert", "pytorch": "torch", "ov": "openvino"}
-HELP = "auto | torch | onnxruntime | litert | openvino (also accepted: onnx, tflite)"
+HELP = ("auto (.onnx: the fastest installed runtime, probed and cached per host) | torch | onnxruntime | litert | "
+        "openvino (also accepted: onnx, tflite)")
 
 
 class UnknownBackend(ValueError):
