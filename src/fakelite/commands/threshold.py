@@ -26,7 +26,7 @@ def threshold_command(
                                    "by minimising NLL before choosing the threshold")] = None,
     policy: Annotated[str | None, typer.Option("--policy", help=POLICY_HELP + "; stored in --out")] = None,
     aggregate: Annotated[str | None, typer.Option("--aggregate", help=AGGREGATE_HELP)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass while scoring")] = 64,
     quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
 ) -> None:
     """Choose the threshold on real images so that at most --target-fpr of them are flagged fake; write a copy of
