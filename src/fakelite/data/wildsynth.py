@@ -4,7 +4,7 @@ families, and one post-processing chain for both classes.
 FaceSynth (``fakelite.data.synth``) area-resizes CelebA faces to 64 px and saves both classes as PNG; detectors
 trained on it learn traces no real photo keeps. WildSynth keeps every real photograph at its native resolution
 (``fakelite.data.real_sources``: CelebA faces plus camera photographs from scikit-image, scikit-learn, OpenCV's
-samples and Debian wallpapers), makes fakes from the same images with eight generator families
+samples and Debian wallpapers), makes fakes from the same images with six generator families
 (``fakelite.data.generators`` plus a face-region swap), and sends every file, real or fake, through the same
 random post-processing chain (``fakelite.data.postprocess``).
 
@@ -54,8 +54,8 @@ from fakelite.data.synth import SPLITS as CELEBA_SPLITS
 from fakelite.data.synth import default_cache_dir, faceswap_blend
 from fakelite.progress import ProgressGroup
 
-VERSION = "wildsynth-1"
-TRAIN_FAMILIES = ("transposed", "pixelshuffle", "lae8", "gan", "faceswap")
+VERSION = "wildsynth-2"  # -1 (the packaged models' training data) also had the collapsed, all-black gan family
+TRAIN_FAMILIES = ("transposed", "pixelshuffle", "lae8", "faceswap")
 HELDOUT_FAMILIES = ("nearest", "bilinear", "lae4")
 FAMILIES = (*TRAIN_FAMILIES, *HELDOUT_FAMILIES)
 #: The generator whose output the face-region swap pastes in.
