@@ -57,7 +57,7 @@ def wild_command(
     ] = None,
     retrain_generators: Annotated[bool, typer.Option(
         "--retrain-generators", help="Train the 6 shipped generator families again instead of using the shipped weights "
-        "(writes them into the package; ~15 min on 2 cores).")] = False,
+        "(writes them into the package; 1 to 13 min per family measured on 2 busy cores).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Build WildSynth: real photos and faces at native resolution vs. fakes from 6 generator families + a face swap,

@@ -92,7 +92,7 @@ class LatentAutoencoder(nn.Module):
         self.decoder = nn.Sequential(*dec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(self.encoder(x)) + 0.0)
+        return torch.sigmoid(self.decoder(self.encoder(x)))
 
 
 class GANDecoder(nn.Module):
