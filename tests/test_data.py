@@ -9,8 +9,8 @@ from PIL import Image
 
 from fakelite.data.folders import discover_sets, labelled_images
 from fakelite.data.io import BadInput, decode_image, load_rgb
+from fakelite.data.preprocess import Preprocess
 from fakelite.data.transforms import AugmentConfig, augment, center_crop, eval_transform, random_crop
-from fakelite.models.registry import Preprocess
 
 
 def _img(p: Path, size=(8, 8), mode="RGB"):

@@ -90,9 +90,9 @@ def test_face_crops_keep_native_pixels_unless_face_resize(tmp_path):
     they are); --face-resize area-resizes it to the model's input side."""
     from PIL import Image
 
+    from fakelite.data.preprocess import Preprocess
     from fakelite.deploy.detect import detect_file
     from fakelite.deploy.faces import Face
-    from fakelite.models.registry import Preprocess
 
     class Recorder:
         threshold = 0.5

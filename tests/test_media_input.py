@@ -216,7 +216,7 @@ def test_exif_orientation(det, tmp_path):
 
     # training/eval/robustness read through load_rgb too: the dataset yields the upright picture
     from fakelite.data.dataset import ImageDataset
-    from fakelite.models.registry import Preprocess
+    from fakelite.data.preprocess import Preprocess
 
     ds = ImageDataset([(p, 0)], Preprocess(crop=32, npr=False))
     assert ds.load(0).shape == (400, 320, 3)

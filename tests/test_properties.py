@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fakelite.data.io import BadInput, decode_image
+from fakelite.data.preprocess import Preprocess
 from fakelite.data.transforms import eval_transform
 from fakelite.models.npr_resnet import npr
-from fakelite.models.registry import Preprocess
 
 SETTINGS = settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

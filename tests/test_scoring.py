@@ -10,8 +10,9 @@ from safetensors.torch import save as st_save
 from typer.testing import CliRunner
 
 import fakelite
-from fakelite.artifact import META_KEY, atomic_write_bytes, header_hash, read
+from fakelite.artifact import META_KEY, header_hash, read
 from fakelite.cli import app
+from fakelite.data.preprocess import Preprocess
 from fakelite.data.transforms import (
     aggregate_logits,
     center_crop,
@@ -22,7 +23,7 @@ from fakelite.data.transforms import (
     tile_starts,
 )
 from fakelite.deploy.runtime import Detector
-from fakelite.models.registry import Preprocess
+from fakelite.utils.files import atomic_write_bytes
 
 runner = CliRunner()
 

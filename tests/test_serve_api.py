@@ -28,7 +28,7 @@ class StubDetector:
     """Stands in for fakelite.deploy.runtime.Detector: fixed score, optional delay per call, thread-safe."""
 
     def __init__(self, score: float = 0.8, delay: float = 0.0, fail: Exception | None = None):
-        from fakelite.models.registry import Preprocess
+        from fakelite.data.preprocess import Preprocess
 
         self.score, self.delay, self.fail = score, delay, fail
         self.threshold = 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fakelite.quant import numerics as nx
-from fakelite.train.loop import deterministic_algorithms
+from fakelite.utils.determinism import deterministic_algorithms
 
 
 def _n2uq_grads(deterministic: bool) -> torch.Tensor:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
+
+from fakelite.utils.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 META_KEY = "fakelite"
@@ -47,45 +48,6 @@ def header_hash(header: dict[str, Any]) -> str:
     or quantization plan is refused as surely as tampered tensor bytes (content_hash)."""
     body = {k: v for k, v in header.items() if k != "header_hash"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _file_mode() -> int:
-    """0o666 minus the process umask: the mode `open(path, "w")` gives (0644 under the usual umask 022)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # no /proc: read it the portable way (and put it back at once)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder, fsync and rename.
-
-    The file gets the same mode as every other output (0666 minus the umask, usually 0644); mkstemp's private
-    0600 would make models and checkpoints the only files other users cannot read."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _jsonable(x: Any) -> Any:
@@ -221,7 +183,8 @@ def parse(data: bytes, name: str = "<bytes>") -> tuple[dict[str, Any], dict[str,
 
 def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], name: str = "<bytes>") -> nn.Module:
     """Rebuild the exact model described by a verified header and its tensors."""
-    from fakelite.models.registry import Preprocess, create_model
+    from fakelite.data.preprocess import Preprocess
+    from fakelite.models.registry import create_model
 
     arch = header["arch"]
     try:

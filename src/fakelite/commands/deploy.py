@@ -282,8 +282,8 @@ def bench_command(
     model = resolve_model_or_fail(model)
     if not model.is_file():
         fail(f"{model}: no such model file")
+    from fakelite.data.preprocess import Preprocess
     from fakelite.deploy.bench_report import add_baseline, bench_table, fake_quant_note
-    from fakelite.models.registry import Preprocess
 
     try:
         Preprocess().with_scoring(policy, aggregate)

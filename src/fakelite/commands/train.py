@@ -56,8 +56,8 @@ def train_command(
     from fakelite.data.folders import labelled_images, split_dir
     from fakelite.data.io import BadInput, load_rgb
     from fakelite.models import create_model, get_entry
-    from fakelite.train.distributed import rank_world
     from fakelite.train.loop import TrainConfig, fit
+    from fakelite.utils.distributed import rank_world
 
     if resume and not (out / "checkpoint.safetensors").is_file():
         if not fresh:
@@ -153,7 +153,7 @@ def eval_command(
     except FileNotFoundError as e:
         fail(str(e))
     scores = result.pop("_scores", None)
-    from fakelite.train.distributed import rank_world
+    from fakelite.utils.distributed import rank_world
 
     if rank_world()[0] != 0:  # under torchrun only rank 0 reports and writes
         return

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fakelite.utils.modules import set_module
+
 
 @dataclass
 class PruneConfig:
@@ -105,12 +107,6 @@ def module_spec(model: nn.Module) -> dict[str, dict[str, int]]:
     return spec
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, leaf = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, leaf, new)
-
-
 def _new_conv(old: nn.Conv2d, cin: int, cout: int, groups: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation, groups,
                      bias=old.bias is not None, padding_mode=old.padding_mode)
@@ -125,14 +121,14 @@ def reshape_to_spec(model: nn.Module, spec: dict[str, dict[str, int]]) -> nn.Mod
             continue
         if isinstance(old, nn.Conv2d):
             if (old.in_channels, old.out_channels, old.groups) != (s["in"], s["out"], s["groups"]):
-                _set_module(model, name, _new_conv(old, s["in"], s["out"], s["groups"]))
+                set_module(model, name, _new_conv(old, s["in"], s["out"], s["groups"]))
         elif isinstance(old, nn.BatchNorm2d):
             if old.num_features != s["features"]:
-                _set_module(model, name, nn.BatchNorm2d(s["features"], old.eps, old.momentum, old.affine,
+                set_module(model, name, nn.BatchNorm2d(s["features"], old.eps, old.momentum, old.affine,
                                                         old.track_running_stats))
         elif isinstance(old, nn.Linear):
             if (old.in_features, old.out_features) != (s["in"], s["out"]):
-                _set_module(model, name, nn.Linear(s["in"], s["out"], bias=old.bias is not None))
+                set_module(model, name, nn.Linear(s["in"], s["out"], bias=old.bias is not None))
         else:
             raise ValueError(f"module {name!r} is a {type(old).__name__}, cannot take a pruned shape")
     _sync_feature_dim(model)

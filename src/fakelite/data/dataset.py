@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fakelite.models.registry import Preprocess
+from fakelite.data.preprocess import Preprocess
 
 from .folders import labelled_images, split_dir
 from .io import BadInput, load_rgb

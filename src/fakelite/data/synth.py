@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fakelite.progress import ProgressGroup
+from fakelite.utils.progress import ProgressGroup
 
 __all__ = [
     "FAMILIES",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fakelite.models.registry import Preprocess
+from fakelite.data.preprocess import Preprocess
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from fakelite.data.postprocess import ChainConfig, postprocess, shortcut_probe
 from fakelite.data.real_sources import RealImage, celeba_images, photo_sources
 from fakelite.data.synth import SPLITS as CELEBA_SPLITS
 from fakelite.data.synth import default_cache_dir, faceswap_blend
-from fakelite.progress import ProgressGroup
+from fakelite.utils.progress import ProgressGroup
 
 VERSION = "wildsynth-2"  # -1 (the packaged models' training data) also had the collapsed, all-black gan family
 TRAIN_FAMILIES = ("transposed", "pixelshuffle", "lae8", "faceswap")

@@ -262,7 +262,7 @@ def detect_paths(detector, paths: list[str | Path], faces: str = "auto", frames:
     left-outs and the error results), `not_read_files` ([{"path", "reason"}] of the walk's), `resumed` (results
     taken from `jsonl`) and `files` (results + walk left-outs: every file accounted for).
     """
-    from fakelite.progress import progress_bar
+    from fakelite.utils.progress import progress_bar
 
     ctx = _Ctx(detector, faces, face_detector, face_resize, isolate, timeout)
     files, results, walk = collect_paths(paths)

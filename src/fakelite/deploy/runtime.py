@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fakelite.models.registry import Preprocess
+from fakelite.data.preprocess import Preprocess
 
 BACKENDS = ("torch", "onnxruntime", "litert", "openvino")
 _SUFFIX = {".fakelite": "torch", ".onnx": "onnxruntime", ".tflite": "litert"}

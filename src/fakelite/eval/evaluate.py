@@ -65,7 +65,7 @@ def predict_dataset_distributed(model: nn.Module, ds: ImageDataset, batch_size: 
     Each rank scores items rank, rank+world, ... (each item exactly once); scores/labels/indices are all-gathered and
     put back in dataset order, so every rank returns identical arrays. Also returns the number of skipped files over
     all ranks. Without a process group it is `predict_dataset` (+ the skip count)."""
-    from fakelite.train import distributed as D
+    from fakelite.utils import distributed as D
 
     rank, world = D.rank_world()
     if world == 1:
@@ -104,7 +104,7 @@ def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, 
     """Metrics per set and their mean. With keep_scores, also returns raw scores for plots.
 
     target_fpr: FPR at which `tpr_at_fpr` is read (default: the model's threshold_source target, else 0.05)."""
-    from fakelite.progress import progress_bar
+    from fakelite.utils.progress import progress_bar
 
     if target_fpr is None:
         target_fpr = float((getattr(model, "threshold_source", None) or {}).get("target_fpr") or DEFAULT_TARGET_FPR)
@@ -154,7 +154,7 @@ def evaluate(model: nn.Module, root: str | Path, batch_size: int = 64, quiet: bo
     A dataset root holding `train/` is scored on its `test/` only (result["root"] names the folder scored,
     result["note"] says why); without `test/` it raises `fakelite.eval.roots.MixedSplitsError` (a
     FileNotFoundError), so training images never enter a test mean."""
-    from fakelite.train.distributed import init_from_env
+    from fakelite.utils.distributed import init_from_env
 
     from .roots import eval_root
 

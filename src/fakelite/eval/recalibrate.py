@@ -16,9 +16,10 @@ import numpy as np
 from safetensors.torch import save as st_save
 from torch import nn
 
-from fakelite.artifact import META_KEY, ArtifactError, atomic_write_bytes, header_hash, read
+from fakelite.artifact import META_KEY, ArtifactError, header_hash, read
 from fakelite.data.dataset import ImageDataset
 from fakelite.data.folders import labelled_images, list_images
+from fakelite.utils.files import atomic_write_bytes
 
 from .calibration import DEFAULT_TARGET_FPR, binary_nll, fit_temperature, threshold_at_fpr
 from .evaluate import predict_logits
@@ -41,7 +42,7 @@ def real_items(d: str | os.PathLike) -> list[tuple[Path, int]]:
 def folder_logits(model: nn.Module, items: list[tuple[Path, int]], batch_size: int = 64,
                   quiet: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """Aggregated logits (model's scoring policy), labels and skipped files {path: reason} of `items`."""
-    from fakelite.progress import progress_bar
+    from fakelite.utils.progress import progress_bar
 
     ds = ImageDataset(items, model.preprocess, train=False, cache=False)
     with progress_bar("score", len(items), quiet=quiet) as advance:

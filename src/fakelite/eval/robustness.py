@@ -190,7 +190,7 @@ def run_robustness(
     ROW = {"level", "label", "mean": {acc, ap, auc, acc_at_threshold, n}, "sets": {set: {same}}}; acc is at 0.5 (the
     field's convention), acc_at_threshold at the threshold stored with the model.
     """
-    from fakelite.progress import progress_bar
+    from fakelite.utils.progress import progress_bar
 
     perts = list(perturbations or PERTURBATIONS)
     for p in perts:

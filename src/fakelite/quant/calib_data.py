@@ -23,7 +23,7 @@ from torch import nn
 
 from fakelite.data.dataset import calibration_batches_from_items
 from fakelite.data.folders import labelled_images, list_images
-from fakelite.progress import progress_bar
+from fakelite.utils.progress import progress_bar
 
 from .zeroq import ZeroQConfig, distill_inputs
 

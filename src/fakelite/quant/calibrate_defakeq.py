@@ -168,7 +168,7 @@ def calibrate_defakeq(student: nn.Module, teacher: nn.Module | None, batches: li
     frozen back into their integer codes and every parameter's requires_grad is restored to True. Runs with
     torch's deterministic algorithms on, as training does (`train.loop.deterministic_algorithms`).
     """
-    from fakelite.train.loop import deterministic_algorithms
+    from fakelite.utils.determinism import deterministic_algorithms
 
     with deterministic_algorithms():
         return _calibrate(student, teacher, batches, cfg, cache, quiet)

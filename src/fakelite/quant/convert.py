@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fakelite.utils.modules import set_module
+
 from .cqb import attach_cqb, cqb_candidates
 from .layers import QuantConv2d, QuantLinear, is_quant_layer
 from .quantizers import ACT_KINDS, ActQuantizer, Quantizer, make_act_quantizer, make_weight_quantizer
@@ -137,12 +139,6 @@ def probe_signed_inputs(model: nn.Module, names: list[str], size: int = 64, seed
     return {n: mins.get(n, 0.0) < 0 for n in names}
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def _auto_first_last_kind(family: str) -> str:
     base = family.removeprefix("slr-")
     return base if base in ("minmax", "percentile") else "lsq"
@@ -237,7 +233,7 @@ def _apply_plan(model: nn.Module, plan: dict[str, dict[str, Any]], cfg: QuantCon
     for name, spec in plan.items():
         if name not in mods:
             raise ValueError(f"quantization plan names layer {name!r}, which this model does not have")
-        _set_module(model, name, _build_layer(mods[name], spec, cfg))
+        set_module(model, name, _build_layer(mods[name], spec, cfg))
     model.fakelite_quant = {"version": META_VERSION, "config": cfg.to_dict(), "plan": plan}
     return model
 
@@ -302,7 +298,7 @@ def calibrate(model: nn.Module, batches: Iterable, quiet: bool = True) -> nn.Mod
     model.eval()
     batches = list(batches)
     try:
-        from fakelite.progress import progress_bar
+        from fakelite.utils.progress import progress_bar
     except ImportError:  # pragma: no cover
         progress_bar = None
     with torch.no_grad(), calibrating(model):

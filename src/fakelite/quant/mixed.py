@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fakelite.utils.modules import set_module
+
 from .convert import LayerQuantSpec, QuantConfig, quantize, resolve_plan
 from .layers import QuantConv2d, QuantLinear
 from .pack import pack_state_dict, packed_nbytes, state_nbytes
@@ -396,7 +398,6 @@ def taylor_sensitivity(model: nn.Module, names: list[str], x: torch.Tensor, bits
 def measured_sensitivity(model: nn.Module, names: list[str], x: torch.Tensor, bits: tuple[int, ...], kind: str
                          ) -> dict[str, list[float]]:
     """S_l(b) = E[(z_q − z)²] with only layer l replaced by its W_bA_b version (one forward per (l, b))."""
-    from .convert import _set_module
 
     mods = dict(model.named_modules())
     xs, _, _, z = capture_layers(model, names, x, with_grad=False)
@@ -406,12 +407,12 @@ def measured_sensitivity(model: nn.Module, names: list[str], x: torch.Tensor, bi
         row = []
         for b in bits:
             q = _local_qlayer(mods[n], b, kind, xs[n])
-            _set_module(model, n, q)
+            set_module(model, n, q)
             try:
                 with torch.no_grad():
                     row.append(float(((model(x).reshape(-1) - z) ** 2).mean()))
             finally:
-                _set_module(model, n, mods[n])
+                set_module(model, n, mods[n])
         out[n] = row
     return out
 

@@ -158,7 +158,7 @@ def run_quantization(
     metrics["cost"] = model_cost(student, crop)
     metrics["quant"] = qcfg.to_dict()
     metrics["mode"] = prov["mode"]
-    from fakelite.train.distributed import rank_world
+    from fakelite.utils.distributed import rank_world
 
     if rank_world()[0] == 0:  # under torchrun only rank 0 writes
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))

@@ -57,7 +57,7 @@ class ServeSettings:
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must not be empty")
         if self.policy is not None or self.aggregate is not None:
-            from fakelite.models.registry import Preprocess
+            from fakelite.data.preprocess import Preprocess
 
             Preprocess().with_scoring(self.policy, self.aggregate)  # ValueError names the bad value
         if self.tmp_dir and not Path(self.tmp_dir).is_dir():

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from fakelite.artifact import atomic_write_bytes
+from fakelite.utils.files import atomic_write_bytes
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -8,7 +8,6 @@ The decision threshold saved with the model is chosen on validation data.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -29,7 +28,8 @@ from fakelite.data.dataset import ImageDataset, make_loader, split_items
 from fakelite.data.transforms import AugmentConfig, single_crop
 from fakelite.eval.evaluate import predict_dataset
 from fakelite.eval.metrics import best_threshold, binary_metrics
-from fakelite.progress import is_quiet, progress_bar
+from fakelite.utils.determinism import deterministic_algorithms
+from fakelite.utils.progress import is_quiet, progress_bar
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .precise_bn import recompute_bn_stats
@@ -130,8 +130,7 @@ def validate(model: nn.Module, ds: ImageDataset, batch_size: int) -> tuple[dict,
         scores, labels, _ = predict_dataset(model, ds, batch_size)
         return binary_metrics(labels, scores, 0.5, skipped=len(ds.skipped)), labels, scores
     from fakelite.eval.evaluate import predict_dataset_distributed
-
-    from .distributed import broadcast_buffers
+    from fakelite.utils.distributed import broadcast_buffers
 
     broadcast_buffers(model)
     scores, labels, _, n_skipped = predict_dataset_distributed(model, ds, batch_size)
@@ -140,22 +139,6 @@ def validate(model: nn.Module, ds: ImageDataset, batch_size: int) -> tuple[dict,
 
 def _selection_key(m: dict) -> float:
     return sum(v for v in (m.get("auc"), m.get("ap"), m.get("acc")) if v is not None)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms():
-    """Seeded runs repeat exactly. Without torch's deterministic mode a W2A2 SLR-N2UQ + CQB QAT run at 2 threads
-    diverged from an identical run within 6 steps: N2UQ's backward gathers per-interval parameters with an index as
-    large as the activation (a[i], bounds[i]), and torch's default multithreaded index_put accumulates those
-    gradients in a varying order. With it, runs repeat bit for bit — and 20 QAT steps took 43 s instead of 65 s. FP
-    training was already deterministic and gives the same tensors either way. The previous mode is restored."""
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def fit(
@@ -206,7 +189,7 @@ def _fit(
 ) -> dict:
     t_start = time.time()
     data, out = Path(data), Path(out)
-    from .distributed import env_world_size, init_from_env
+    from fakelite.utils.distributed import env_world_size, init_from_env
 
     if env_world_size() > 1:
         init_from_env()  # launched by torchrun: join the process group (gloo; the loop runs on CPU)
@@ -321,7 +304,7 @@ def _fit(
                 tot_n += len(y)
                 advance(1, loss=tot_loss / max(1, tot_n), acc=tot_correct / max(1, tot_n))
         if world > 1:  # epoch loss/acc over all ranks, so every rank logs the same row
-            from .distributed import all_reduce_sum
+            from fakelite.utils.distributed import all_reduce_sum
 
             tot_loss, tot_correct, tot_n = all_reduce_sum([tot_loss, float(tot_correct), float(tot_n)])
         if cfg.precise_bn:
@@ -382,7 +365,7 @@ def _fit(
         except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
             log.warning("could not draw training curves: %s", e)
     if world > 1:
-        from .distributed import barrier
+        from fakelite.utils.distributed import barrier
 
         barrier()  # no rank returns before rank 0 has written the artifact
     model.threshold = threshold
