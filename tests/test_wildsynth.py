@@ -133,7 +133,8 @@ def quick_builds(tmp_path_factory: pytest.TempPathFactory) -> dict:
         shutil.copytree(src / "debs", cache / "debs")
     a = build_wildsynth(base / "a", quick=True, cache_dir=cache, progress=False)
     b = build_wildsynth(base / "b", quick=True, cache_dir=cache, progress=False)
-    return {"base": base, "a": a, "b": b}
+    c = build_wildsynth(base / "c", quick=True, cache_dir=cache, progress=False, splits=("test",), test_units=3)
+    return {"base": base, "a": a, "b": b, "c": c}
 
 
 def test_quick_build_layout_and_summary(quick_builds: dict) -> None:
@@ -160,6 +161,22 @@ def test_quick_build_is_byte_identical(quick_builds: dict) -> None:
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "summary.json")
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_test_only_sample_build_writes_the_full_builds_files(quick_builds: dict) -> None:
+    """The demo's build (test split only, a sample of units) gives byte for byte the files a full build gives."""
+    a, c = quick_builds["base"] / "a", quick_builds["base"] / "c"
+    assert sorted(p.name for p in c.iterdir() if p.is_dir()) == ["test"]
+    assert quick_builds["c"]["units"] == {"test": 3} and "shortcut_probe" not in quick_builds["c"]
+    files = sorted(p.relative_to(c) for p in c.rglob("*") if p.is_file() and p.name != "summary.json")
+    assert len({f.stem for f in files}) == 3
+    for fam in FAMILIES:
+        if fam != "faceswap":
+            assert len(list((c / "test" / fam / "1_fake").iterdir())) == 3
+    for f in files:
+        assert (c / f).read_bytes() == (a / f).read_bytes(), f
+    with pytest.raises(ValueError, match="splits must be among"):
+        build_wildsynth(c, splits=("testing",))
 
 
 def test_real_photos_keep_native_resolution(quick_builds: dict) -> None:

@@ -9,7 +9,8 @@ differs in the decoder's traces — the up-sampling and synthesis fingerprints t
   (nearest ×2 → 3×3 conv → residual block) stages, the decoder shape of latent-diffusion VAEs (Rombach et al.,
   CVPR 2022, §3 and appendix G);
 * ``gan``: a decoder of stride-2 transposed convolutions with per-pixel noise injection, trained with an L1 +
-  hinge adversarial loss against a PatchGAN discriminator (Isola et al., CVPR 2017), as GAN generators are.
+  hinge adversarial loss against a spectrally normalised PatchGAN discriminator (Isola et al., CVPR 2017; Miyato et
+  al., ICLR 2018), after an L1-only warm-up, as GAN generators are.
 
 Every generator is fully convolutional: any H×W (padded by reflection to a multiple of its factor, cropped back)
 gives an H×W output. Weights ship inside the package (``fakelite/data/generator_weights/<family>.safetensors``),
@@ -33,13 +34,16 @@ from fakelite.data.synth import SR_FAMILIES, SRGenerator
 
 #: Bump when a generator's architecture or training changes (shipped weights carry it and are refused otherwise).
 GENERATOR_VERSION = "wildsynth-gen-1"
+#: Per-family overrides of GENERATOR_VERSION: the retrained GAN decoder (spectral norm + warm-up, see TrainConfig).
+FAMILY_VERSIONS = {"gan": "wildsynth-gen-2"}
 LATENT_FAMILIES = ("lae4", "lae8")
 GAN_FAMILIES = ("gan",)
 FAMILIES = (*SR_FAMILIES, *LATENT_FAMILIES, *GAN_FAMILIES)
-#: Families whose trained weights ship in the package. The first trained ``gan`` decoder (wildsynth-1) collapsed to
-#: an all-black output (the adversarial term won over L1); tests/test_wildsynth.py caught it, so it is not shipped
-#: and WildSynth builds leave the family out until a retrained decoder passes that test.
-SHIPPED_FAMILIES = (*SR_FAMILIES, *LATENT_FAMILIES)
+#: Families whose trained weights ship in the package. The first trained ``gan`` decoder (wildsynth-gen-1) collapsed
+#: to an all-black output: its unnormalised discriminator's hinge term grew without bound and won over L1 from the
+#: first steps. tests/test_wildsynth.py caught it (PSNR 3.2 dB). wildsynth-gen-2 normalises the discriminator
+#: spectrally, trains L1-only for the first ``gan_warmup`` of the steps and ramps the adversarial weight in.
+SHIPPED_FAMILIES = FAMILIES
 WEIGHTS_DIR = Path(__file__).parent / "generator_weights"
 
 
@@ -52,7 +56,8 @@ class TrainConfig:
     batch: int = 16
     patch: int = 64
     lr: float = 2e-3
-    adv_weight: float = 0.05  # gan only
+    adv_weight: float = 0.05  # gan only: weight of the hinge generator loss after the warm-up
+    gan_warmup: float = 0.3  # gan only: fraction of the steps trained with L1 alone, then a linear ramp of as long
 
 
 QUICK_TRAIN = TrainConfig(width=8, steps=60, batch=4, patch=32)
@@ -130,12 +135,16 @@ class GANDecoder(nn.Module):
 
 
 class _PatchD(nn.Module):
+    """PatchGAN discriminator with spectral normalisation on every conv (Miyato et al., ICLR 2018): a 1-Lipschitz
+    critic whose hinge loss stays bounded, so the generator's adversarial term cannot swamp L1."""
+
     def __init__(self, width: int = 32) -> None:
         super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 1, 3, 1, 1),
+            sn(nn.Conv2d(3, width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * width, 1, 3, 1, 1)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,10 +201,11 @@ def train_family(family: str, images: Sequence[np.ndarray], cfg: TrainConfig = T
                  tick: Callable[[int, float], None] | None = None) -> nn.Module:
     """Train ``family``'s generator to reconstruct random patches of the real ``images`` (uint8 HWC).
 
-    Loss: L1 (all families) + ``cfg.adv_weight`` × hinge adversarial loss against a PatchGAN (``gan`` only).
-    Adam, one-cycle schedule. Deterministic for a given seed and thread count.
+    Loss: L1 (all families) + w(step) × hinge adversarial loss against a spectrally normalised PatchGAN (``gan``
+    only; w = 0 for the first ``cfg.gan_warmup`` of the steps, then a linear ramp to ``cfg.adv_weight`` over as many
+    steps). Adam, one-cycle schedule. Deterministic for a given seed and thread count.
     """
-    s = _stable_seed(GENERATOR_VERSION, family, seed)
+    s = _stable_seed(version_of(family), family, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s)
         model = build_generator(family, cfg.width)
@@ -209,12 +219,14 @@ def train_family(family: str, images: Sequence[np.ndarray], cfg: TrainConfig = T
         x = random_patches(images, cfg.batch, cfg.patch, gen)
         y = _forward(model, family, x, seed=step)
         loss = F.l1_loss(y, x)
-        if disc is not None and opt_d is not None:
+        warm = int(cfg.gan_warmup * cfg.steps)
+        if disc is not None and opt_d is not None and step >= warm:
             d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(y.detach())).mean()
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            loss = loss + cfg.adv_weight * (-disc(y).mean())
+            ramp = min(1.0, (step - warm + 1) / max(1, warm))
+            loss = loss + cfg.adv_weight * ramp * (-disc(y).mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -224,12 +236,17 @@ def train_family(family: str, images: Sequence[np.ndarray], cfg: TrainConfig = T
     return model.eval()
 
 
+def version_of(family: str) -> str:
+    """The generator version ``family``'s weights must carry (FAMILY_VERSIONS, else GENERATOR_VERSION)."""
+    return FAMILY_VERSIONS.get(family, GENERATOR_VERSION)
+
+
 def save_generator(model: nn.Module, family: str, cfg: TrainConfig, path: Path, extra: dict | None = None) -> None:
     """Write the generator as safetensors with its family, config and GENERATOR_VERSION in the metadata."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"family": family, "version": GENERATOR_VERSION, "config": asdict(cfg), **(extra or {})}
+    meta = {"family": family, "version": version_of(family), "config": asdict(cfg), **(extra or {})}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"fakelite": json.dumps(meta, sort_keys=True)})
@@ -237,14 +254,15 @@ def save_generator(model: nn.Module, family: str, cfg: TrainConfig, path: Path, 
 
 
 def load_generator(path: Path, family: str) -> nn.Module | None:
-    """The generator stored at ``path`` if it is ``family``'s and of this GENERATOR_VERSION, else None."""
+    """The generator stored at ``path`` if it is ``family``'s and of its current version (``version_of``), else
+    None."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), "pt") as f:
             meta = json.loads((f.metadata() or {}).get("fakelite", "{}"))
-        if meta.get("family") != family or meta.get("version") != GENERATOR_VERSION:
+        if meta.get("family") != family or meta.get("version") != version_of(family):
             return None
         model = build_generator(family, int(meta["config"]["width"]))
         model.load_state_dict(load_file(str(path)))

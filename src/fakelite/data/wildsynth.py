@@ -4,7 +4,7 @@ families, and one post-processing chain for both classes.
 FaceSynth (``fakelite.data.synth``) area-resizes CelebA faces to 64 px and saves both classes as PNG; detectors
 trained on it learn traces no real photo keeps. WildSynth keeps every real photograph at its native resolution
 (``fakelite.data.real_sources``: CelebA faces plus camera photographs from scikit-image, scikit-learn, OpenCV's
-samples and Debian wallpapers), makes fakes from the same images with six generator families
+samples and Debian wallpapers), makes fakes from the same images with seven generator families
 (``fakelite.data.generators`` plus a face-region swap), and sends every file, real or fake, through the same
 random post-processing chain (``fakelite.data.postprocess``).
 
@@ -54,9 +54,14 @@ from fakelite.data.synth import SPLITS as CELEBA_SPLITS
 from fakelite.data.synth import default_cache_dir, faceswap_blend
 from fakelite.utils.progress import ProgressGroup
 
-VERSION = "wildsynth-2"  # -1 (the packaged models' training data) also had the collapsed, all-black gan family
+#: wildsynth-1 (the packaged models' training data) had a collapsed, all-black ``gan`` family in training;
+#: wildsynth-2 left it out; wildsynth-3 brings the retrained GAN decoder back as a held-out family.
+VERSION = "wildsynth-3"
+#: Salt of the photographs' train/val/test split. Fixed at its wildsynth-1 value, so that the split stays the same
+#: across versions and a model trained on an earlier version is never tested on its own training photos.
+SPLIT_SALT = "wildsynth-1"
 TRAIN_FAMILIES = ("transposed", "pixelshuffle", "lae8", "faceswap")
-HELDOUT_FAMILIES = ("nearest", "bilinear", "lae4")
+HELDOUT_FAMILIES = ("nearest", "bilinear", "lae4", "gan")
 FAMILIES = (*TRAIN_FAMILIES, *HELDOUT_FAMILIES)
 #: The generator whose output the face-region swap pastes in.
 FACESWAP_SOURCE = "pixelshuffle"
@@ -82,8 +87,9 @@ def _h(*parts: object) -> int:
 
 
 def photo_split(image_id: str) -> str:
-    """Split of a photograph by a hash of its id: 10 % val, 30 % test, 60 % train (stable across builds)."""
-    r = _h(VERSION, image_id) % 10
+    """Split of a photograph by a hash of its id: 10 % val, 30 % test, 60 % train (the same in every build and
+    every WildSynth version: SPLIT_SALT)."""
+    r = _h(SPLIT_SALT, image_id) % 10
     return "val" if r == 0 else "test" if r <= 3 else "train"
 
 
@@ -179,25 +185,36 @@ def _pre_jpeg(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def build_wildsynth(out: Path, quick: bool = False, seed: int = 0, cache_dir: Path | None = None,
                     progress: bool = True, retrain_generators: bool = False,
-                    chain: ChainConfig = ChainConfig()) -> dict:
+                    chain: ChainConfig = ChainConfig(), splits: tuple[str, ...] = ("train", "val", "test"),
+                    test_units: int | None = None) -> dict:
     """Build WildSynth under ``out`` and return its summary (also written to ``out/summary.json``).
 
     ``quick``: a few dozen units and tiny generators trained on the fly (tests). ``retrain_generators``: train
     the generator families from scratch instead of loading the weights shipped in the package (and overwrite
-    them there). Raises FaceSynthError when CelebA cannot be had; other sources are reported and skipped.
+    them there). ``splits``: the splits to write (the demo writes only ``("test",)``); the shortcut probe runs
+    when train is among them. ``test_units``: keep an even sample of this many test units (faces and photographs
+    in their proportions; files are identical to the same units' files in a full build). Raises FaceSynthError
+    when CelebA cannot be had, ValueError on an unknown split; other sources are reported and skipped.
     """
+    bad = [x for x in splits if x not in ("train", "val", "test")]
+    if bad or not splits:
+        raise ValueError(f"splits must be among train, val, test (got {', '.join(splits) or 'none'})")
     t0 = time.perf_counter()
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     faces = celeba_images(cache_dir)
     photos, status = photo_sources(cache_dir)
     units = _units(faces, photos, quick)
-    summary: dict = {"name": "WildSynth", "version": VERSION, "seed": seed, "quick": quick,
+    if test_units is not None:
+        test = [u for u in units if u.split == "test"]
+        keep = {id(u) for u in test[:: max(1, len(test) // max(1, test_units))][:test_units]}
+        units = [u for u in units if u.split != "test" or id(u) in keep]
+    summary: dict = {"name": "WildSynth", "version": VERSION, "seed": seed, "quick": quick, "splits": list(splits),
                      "sources": {"celeba": f"ok: {len(faces)} (non-commercial research only)", **status},
                      "train_families": list(TRAIN_FAMILIES), "heldout_families": list(HELDOUT_FAMILIES),
                      "faceswap_source": FACESWAP_SOURCE, "chain": chain.to_dict(), "fake_pre_jpeg": FAKE_PRE_JPEG,
                      "region": REGION, "train_views": TRAIN_VIEWS}
-    for sub in ("train", "val", "test"):
+    for sub in splits:
         shutil.rmtree(out / sub, ignore_errors=True)
     prev = torch.get_num_threads()
     torch.set_num_threads(1)  # fixed thread count: identical floats, identical files on every build
@@ -216,9 +233,9 @@ def build_wildsynth(out: Path, quick: bool = False, seed: int = 0, cache_dir: Pa
                 counts[str(root.relative_to(out))][cls] += 1
                 return p
 
-            jobs = [u for u in units if u.split in ("train", "val")]
-            test_units = [u for u in units if u.split == "test"]
-            total = sum(TRAIN_VIEWS if u.split == "train" else 1 for u in jobs) + len(test_units) * len(FAMILIES)
+            jobs = [u for u in units if u.split in ("train", "val") and u.split in splits]
+            tests = [u for u in units if u.split == "test" and "test" in splits]
+            total = sum(TRAIN_VIEWS if u.split == "train" else 1 for u in jobs) + len(tests) * len(FAMILIES)
             adv = prog.task("writing WildSynth", total)
             for u in jobs:
                 fams = [f for f in TRAIN_FAMILIES if u.face or f != "faceswap"]
@@ -232,7 +249,7 @@ def build_wildsynth(out: Path, quick: bool = False, seed: int = 0, cache_dir: Pa
                     write(out / u.split, "1_fake", f"{stem}_{fam}", fake, rng)
                     adv(1)
             for fam in FAMILIES:
-                for u in test_units:
+                for u in tests:
                     if fam == "faceswap" and not u.face:
                         adv(1)
                         continue
@@ -244,12 +261,14 @@ def build_wildsynth(out: Path, quick: bool = False, seed: int = 0, cache_dir: Pa
     finally:
         torch.set_num_threads(prev)
     summary["counts"] = counts
-    summary["units"] = {s: sum(1 for u in units if u.split == s) for s in ("train", "val", "test")}
-    probe = shortcut_probe(sorted((out / "train" / "0_real").iterdir()), sorted((out / "train" / "1_fake").iterdir()),
-                           seed=seed)
-    probe["max_auc"] = PROBE_MAX_AUC
-    probe["passed"] = probe["auc"] <= PROBE_MAX_AUC
-    summary["shortcut_probe"] = probe
+    summary["units"] = {s: sum(1 for u in units if u.split == s) for s in splits}
+    probe = None
+    if "train" in splits:
+        probe = shortcut_probe(sorted((out / "train" / "0_real").iterdir()),
+                               sorted((out / "train" / "1_fake").iterdir()), seed=seed)
+        probe["max_auc"] = PROBE_MAX_AUC
+        probe["passed"] = probe["auc"] <= PROBE_MAX_AUC
+        summary["shortcut_probe"] = probe
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -259,9 +278,10 @@ def build_wildsynth(out: Path, quick: bool = False, seed: int = 0, cache_dir: Pa
         con = Console()
         con.print(f"WildSynth written to {out} in {summary['wall_s']} s; units {summary['units']}")
         con.print("sources: " + ", ".join(f"{k} {v}" for k, v in summary["sources"].items()))
-        con.print(f"shortcut probe (metadata only, {probe['classifier']}): AUC {probe['auc']:.3f} "
-                  f"({'ok' if probe['passed'] else 'ABOVE'} ≤ {PROBE_MAX_AUC}); bytes/pixel AUC "
-                  f"{probe['bytes_per_pixel_auc']:.3f} (content, for information)")
+        if probe is not None:
+            con.print(f"shortcut probe (metadata only, {probe['classifier']}): AUC {probe['auc']:.3f} "
+                      f"({'ok' if probe['passed'] else 'ABOVE'} ≤ {PROBE_MAX_AUC}); bytes/pixel AUC "
+                      f"{probe['bytes_per_pixel_auc']:.3f} (content, for information)")
     return summary
 
 
