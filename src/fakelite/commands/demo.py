@@ -37,7 +37,7 @@ def demo_command(
     import torch
 
     from fakelite import artifact
-    from fakelite.data.synth import build_facesynth
+    from fakelite.data.synth.build import build_facesynth
     from fakelite.eval.evaluate import evaluate
     from fakelite.eval.report import print_eval
     from fakelite.models import create_model

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fakelite.data.synth import SR_FAMILIES, SRGenerator
+from fakelite.data.synth.generators import SR_FAMILIES, SRGenerator
 
 #: Bump when a generator's architecture or training changes (shipped weights carry it and are refused otherwise).
 GENERATOR_VERSION = "wildsynth-gen-1"

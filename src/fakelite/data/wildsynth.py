@@ -50,8 +50,9 @@ from fakelite.data.generators import (
 )
 from fakelite.data.postprocess import ChainConfig, postprocess, shortcut_probe
 from fakelite.data.real_sources import RealImage, celeba_images, photo_sources
-from fakelite.data.synth import SPLITS as CELEBA_SPLITS
-from fakelite.data.synth import default_cache_dir, faceswap_blend
+from fakelite.data.synth.generators import faceswap_blend
+from fakelite.data.synth.source import SPLITS as CELEBA_SPLITS
+from fakelite.data.synth.source import default_cache_dir
 from fakelite.utils.progress import ProgressGroup
 
 #: wildsynth-1 (the packaged models' training data) had a collapsed, all-black ``gan`` family in training;

