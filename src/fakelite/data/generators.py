@@ -4,7 +4,7 @@ Each family rebuilds a real image from a compressed representation, so a fake sh
 differs in the decoder's traces — the up-sampling and synthesis fingerprints that real generators leave:
 
 * ``transposed``, ``nearest``, ``bilinear``, ``pixelshuffle``: ×2 super-resolution decoders (FaceSynth's
-  :class:`fakelite.data.synth.SRGenerator`) that differ only in their last up-sampling op;
+  :class:`fakelite.data.synth.generators.SRGenerator`) that differ only in their last up-sampling op;
 * ``lae4``, ``lae8``: latent autoencoders with a 4-channel latent at 1/4 and 1/8 of the resolution and a decoder of
   (nearest ×2 → 3×3 conv → residual block) stages, the decoder shape of latent-diffusion VAEs (Rombach et al.,
   CVPR 2022, §3 and appendix G);
