@@ -105,3 +105,27 @@ def test_mismatched_tensors_refused(tmp_path):
     save_file(tensors, str(tmp_path / "x.fakelite"), metadata={"fakelite": json.dumps(header)})
     with pytest.raises(ArtifactError, match="do not fit the architecture"):
         fakelite.load(tmp_path / "x.fakelite")
+
+
+def test_codecs_register_themselves_and_quantized_packing_wins():
+    """artifact.py imports no producer: quant and compress register their codecs (quant first), and a model that is
+    both sparse and quantized is stored as low-bit codes, loads quantized and gives the same logits."""
+    from fakelite.compress.prune import prune_unstructured
+    from fakelite.quant import QuantConfig
+
+    assert [c.name for c in artifact.codecs()] == ["quant", "sparse"]
+    torch.manual_seed(0)
+    m = fakelite.create_model("mobilenetv3_small").eval()
+    prune_unstructured(m, 0.5)
+    assert m.fakelite_sparse
+    q = fakelite.quantize(m, QuantConfig(w_bits=4, a_bits=4, quantizer="lsq")).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        y = q(x)
+    header, tensors = artifact.parse(artifact.to_bytes(q))
+    assert header["quant"]["config"]["w_bits"] == 4 and "weights" in header["packing"]
+    assert "sparse" not in header["packing"] and not any(k.endswith("::sparse_mask") for k in tensors)
+    q2 = artifact.build(header, tensors)
+    assert q2.fakelite_quant == header["quant"]
+    with torch.no_grad():
+        assert torch.equal(q2(x), y)

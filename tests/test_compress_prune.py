@@ -16,11 +16,11 @@ from fakelite.compress.prune import (
     keep_masks,
     prune_structured,
     prune_unstructured,
-    reshape_to_state,
     sparsity,
 )
 from fakelite.compress.sparse import pack_state, unpack_sparse
 from fakelite.models import create_model
+from fakelite.models.shapes import reshape_to_state
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
+# composition root: the artifact's codecs register themselves when their modules are imported (DESIGN.md §1 rule 7)
+from fakelite import artifact
 from fakelite.artifact import save
+from fakelite.compress import codec as _sparse_codec  # noqa: F401
 from fakelite.models import create_model, list_models
+from fakelite.packaged import resolve_model
+from fakelite.quant import QuantConfig
+from fakelite.quant import codec as _quant_codec  # noqa: F401
+from fakelite.quant import quantize as _quantize
 
 __version__ = "0.1.0"
 __all__ = ["Detector", "QuantConfig", "create_model", "list_models", "load", "quantize", "save"]
@@ -25,27 +32,18 @@ def load(path) -> Any:
     """Load a .fakelite file, or a packaged model by name ("default", "default-w4a4", "default-w2a2"), into an
     eval-mode model carrying preprocess, threshold and metadata (fakelite.artifact.load). ArtifactError (one line
     naming the file) on any problem, including a packaged model that is not installed."""
-    from fakelite.artifact import load as _load
-    from fakelite.packaged import resolve_model
-
-    return _load(resolve_model(path))
+    return artifact.load(resolve_model(path))
 
 
 def quantize(model, config) -> Any:
     """Swap a model's layers for quantized ones per `config` (a fakelite.QuantConfig). See docs/quantization.md."""
-    from fakelite.quant import quantize as _quantize
-
     return _quantize(model, config)
 
 
 def __getattr__(name: str) -> Any:
-    # lazy: importing fakelite must not pull in onnxruntime/cv2 until they are needed
+    # lazy: importing fakelite must not pull in onnxruntime/cv2 (fakelite.deploy) until they are needed
     if name == "Detector":
         from fakelite.deploy.runtime import Detector
 
         return Detector
-    if name == "QuantConfig":
-        from fakelite.quant import QuantConfig
-
-        return QuantConfig
     raise AttributeError(name)

@@ -1,11 +1,17 @@
 """The .fakelite artifact: one safetensors file, a JSON metadata header, no pickle anywhere.
 
 Header (safetensors metadata key "fakelite", a JSON string):
-  format_version, arch {name, kwargs}, preprocess {...}, threshold, threshold_source, temperature, quant (null or the quantization config and
-  per-layer plan, written by fakelite.quant), packing (how low-bit tensors were packed), provenance {...},
-  metrics {...}, content_hash (sha256 over tensor names, dtypes, shapes and bytes).
-Low-bit weights are stored bit-packed by fakelite.quant.pack; `load` rebuilds the exact model.
+  format_version, arch {name, kwargs, pruned?}, preprocess {...}, threshold, threshold_source, temperature, quant
+  (null or the quantization config and per-layer plan, written by fakelite.quant), packing (how tensors were
+  packed: low-bit codes, sparse masks), provenance {...}, metrics {...}, extra {...}, tensors {name: shape},
+  content_hash (sha256 over tensor names, dtypes, shapes and bytes), header_hash.
 Writes are atomic (temp file + fsync + rename) so a crash never leaves a half-written artifact.
+
+The artifact knows no producer. A structurally pruned model (`model.fakelite_pruned`) records its layer shapes
+(fakelite.models.shapes) in arch["pruned"]; every other way of storing tensors is a *codec* registered with
+`register_codec` by the package that owns it — fakelite.quant.codec (bit-packed low-bit weights, the quantized
+structure rebuilt from header["quant"]) and fakelite.compress.codec (unstructured sparsity as bit mask + values).
+`fakelite/__init__.py` imports both, so any `import fakelite...` has them registered.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -22,6 +29,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from fakelite.data.preprocess import Preprocess
+from fakelite.models.registry import create_model
+from fakelite.models.shapes import module_spec, reshape_to_spec
 from fakelite.utils.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
@@ -30,6 +40,49 @@ META_KEY = "fakelite"
 
 class ArtifactError(ValueError):
     """A .fakelite file that cannot be used (missing, not safetensors, wrong version, tampered...)."""
+
+
+class CodecError(ValueError):
+    """Raised by a codec's `decode` for stored tensors it cannot decode; `build` turns it into an ArtifactError
+    naming the file ("<file>: <message>")."""
+
+
+class Codec(Protocol):
+    """How one kind of model stores its tensors in (and is rebuilt from) a .fakelite file.
+
+    `encodes(model)`: this codec stores `model`'s tensors. `encode(model)` → (tensors to store, header part): the
+    part's keys ("packing", "quant", ...) overwrite the header's defaults (null). `decodes(header)`: the file was
+    written by this codec. `rebuild(model, header)` → the model with the structure the stored state needs (e.g.
+    quantized layers), before the strict state-dict load. `decode(tensors, header)` → the state dict (exactly the
+    rebuilt model's keys); it may raise CodecError (one line, without the file name)."""
+
+    name: str
+
+    def encodes(self, model: nn.Module) -> bool: ...
+
+    def encode(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
+
+    def decodes(self, header: dict[str, Any]) -> bool: ...
+
+    def rebuild(self, model: nn.Module, header: dict[str, Any]) -> nn.Module: ...
+
+    def decode(self, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> dict[str, torch.Tensor]: ...
+
+
+_CODECS: dict[str, tuple[int, Codec]] = {}
+
+
+def register_codec(codec: Codec, *, priority: int = 0) -> Codec:
+    """Register `codec` under `codec.name` (re-registering a name replaces it). For saving and loading the codecs
+    are asked in order of decreasing `priority`; the first whose `encodes`/`decodes` says yes is used, and a
+    model no codec claims is stored as its plain state dict."""
+    _CODECS[codec.name] = (priority, codec)
+    return codec
+
+
+def codecs() -> list[Codec]:
+    """The registered codecs, in the order they are asked (highest priority first)."""
+    return [c for _, c in sorted(_CODECS.values(), key=lambda pc: -pc[0])]
 
 
 def content_hash(tensors: dict[str, torch.Tensor]) -> str:
@@ -50,11 +103,12 @@ def header_hash(header: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """`x` with tensors, numpy scalars and paths turned into JSON types (dict keys become strings)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, torch.Tensor):
         return x.tolist()
     if isinstance(x, Path):
@@ -64,25 +118,18 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """State tensors to store, and the packing description (None for full-precision models)."""
-    if getattr(model, "fakelite_quant", None) is not None:
-        from fakelite.quant.pack import pack_state_dict
-
-        return pack_state_dict(model)
-    if getattr(model, "fakelite_sparse", None):  # compress hook: bit mask + non-zeros (quant packing wins)
-        from fakelite.compress.sparse import pack_sparse
-
-        return pack_sparse(model)
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, None
+def model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """State tensors to store, and the header part of the codec that encoded them ({} for a plain state dict)."""
+    for codec in codecs():
+        if codec.encodes(model):
+            return codec.encode(model)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, {}
 
 
 def _pruned_arch(model: nn.Module) -> dict[str, Any]:
-    """Compress hook: a structurally pruned model records its layer shapes as arch["pruned"]."""
+    """A structurally pruned model records its layer shapes as arch["pruned"] (fakelite.models.shapes)."""
     if not getattr(model, "fakelite_pruned", False):
         return {}
-    from fakelite.compress.prune import module_spec
-
     return {"pruned": module_spec(model)}
 
 
@@ -91,24 +138,25 @@ def to_bytes(model: nn.Module, *, threshold: float | None = None, provenance: di
     """Serialise a registry model (optionally quantized) into .fakelite bytes."""
     if not hasattr(model, "arch_name"):
         raise ArtifactError("model was not built by fakelite.create_model (no arch_name): cannot be saved")
-    tensors, packing = model_tensors(model)
+    tensors, part = model_tensors(model)
     header = {
         "format_version": FORMAT_VERSION,
-        "arch": {"name": model.arch_name, "kwargs": _jsonable(model.arch_kwargs), **_pruned_arch(model)},
+        "arch": {"name": model.arch_name, "kwargs": jsonable(model.arch_kwargs), **_pruned_arch(model)},
         "preprocess": model.preprocess.to_dict(),
         "threshold": float(threshold if threshold is not None else getattr(model, "threshold", 0.5)),
         # where the threshold came from (fakelite.eval.calibration; null: chosen in training) and the temperature T
         # of score = sigmoid(logit / T) (1: uncalibrated logits). Absent in older files: read as null and 1.
-        "threshold_source": _jsonable(getattr(model, "threshold_source", None)),
+        "threshold_source": jsonable(getattr(model, "threshold_source", None)),
         "temperature": float(getattr(model, "temperature", 1.0) or 1.0),
-        "quant": _jsonable(getattr(model, "fakelite_quant", None)),
-        "packing": _jsonable(packing),
-        "provenance": _jsonable(provenance or getattr(model, "provenance", {}) or {}),
-        "metrics": _jsonable(metrics or getattr(model, "metrics", {}) or {}),
-        "extra": _jsonable(extra or getattr(model, "extra_meta", {}) or {}),
-        "tensors": {k: list(v.shape) for k, v in tensors.items()},
-        "content_hash": content_hash(tensors),
+        "quant": None,  # a codec's header part fills these two (fakelite.quant.codec, fakelite.compress.codec)
+        "packing": None,
+        "provenance": jsonable(provenance or getattr(model, "provenance", {}) or {}),
+        "metrics": jsonable(metrics or getattr(model, "metrics", {}) or {}),
+        "extra": jsonable(extra or getattr(model, "extra_meta", {}) or {}),
     }
+    header.update({k: jsonable(v) for k, v in part.items()})
+    header["tensors"] = {k: list(v.shape) for k, v in tensors.items()}
+    header["content_hash"] = content_hash(tensors)
     header["header_hash"] = header_hash(header)
     return st_save(tensors, metadata={META_KEY: json.dumps(header)})
 
@@ -135,8 +183,6 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tenso
 def parse(data: bytes, name: str = "<bytes>") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Verify and decode .fakelite bytes: safetensors framing, fakelite header, format version, header hash,
     tensor names and shapes, content hash. Never unpickles anything (a pickle is just 'not safetensors')."""
-    import struct
-
     if len(data) < 8:
         raise ArtifactError(f"{name}: not a valid .fakelite (safetensors) file: only {len(data)} bytes")
     (hlen,) = struct.unpack("<Q", data[:8])
@@ -182,38 +228,27 @@ def parse(data: bytes, name: str = "<bytes>") -> tuple[dict[str, Any], dict[str,
 
 
 def build(header: dict[str, Any], tensors: dict[str, torch.Tensor], name: str = "<bytes>") -> nn.Module:
-    """Rebuild the exact model described by a verified header and its tensors."""
-    from fakelite.data.preprocess import Preprocess
-    from fakelite.models.registry import create_model
-
+    """Rebuild the exact model described by a verified header and its tensors: the registry model, its pruned
+    shapes, then the codec that wrote the file (if any) rebuilds its structure and decodes the state dict."""
     arch = header["arch"]
     try:
         model = create_model(arch["name"], **arch.get("kwargs", {}))
     except (KeyError, TypeError) as e:
         raise ArtifactError(f"{name}: cannot rebuild architecture {arch.get('name')!r}: {e}") from None
     model.preprocess = Preprocess.from_dict(header["preprocess"])
-    if arch.get("pruned"):  # compress hook: give a structurally pruned model its stored layer shapes
-        from fakelite.compress.prune import reshape_to_spec
-
+    if arch.get("pruned"):  # give a structurally pruned model its stored layer shapes
         try:
             reshape_to_spec(model, arch["pruned"])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"{name}: cannot rebuild the pruned shapes: {e}") from None
     state = tensors
-    if header.get("quant"):
-        from fakelite.quant.convert import quantize_from_meta
-        from fakelite.quant.pack import unpack_state_dict
-
-        model = quantize_from_meta(model, header["quant"])
-        state = unpack_state_dict(tensors, header.get("packing"))
-    elif (header.get("packing") or {}).get("sparse"):  # compress hook: unstructured sparsity
-        from fakelite.compress.sparse import unpack_sparse
-
+    codec = next((c for c in codecs() if c.decodes(header)), None)
+    if codec is not None:
+        model = codec.rebuild(model, header)
         try:
-            state = unpack_sparse(tensors, header["packing"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ArtifactError(f"{name}: cannot unpack sparse tensors: {e}") from None
-        model.fakelite_sparse = {"min_sparsity": header["packing"]["sparse"].get("min_sparsity", 0.25)}
+            state = codec.decode(tensors, header)
+        except CodecError as e:
+            raise ArtifactError(f"{name}: {e}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -11,8 +11,6 @@ from fakelite.compress.prune import (
     PruneConfig,
     prune_structured,
     prune_unstructured,
-    reshape_to_spec,
-    reshape_to_state,
     sparsity,
 )
 from fakelite.compress.sparse import pack_sparse, unpack_sparse
@@ -25,8 +23,6 @@ __all__ = [
     "pack_sparse",
     "prune_structured",
     "prune_unstructured",
-    "reshape_to_spec",
-    "reshape_to_state",
     "sparsity",
     "unpack_sparse",
 ]

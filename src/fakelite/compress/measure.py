@@ -2,8 +2,8 @@
 
 MACs are counted with fakelite.quant.cost's forward hooks on Conv2d/Linear (multiply-accumulates of one image at `size`×`size`),
 so they follow the *physical* shapes of a pruned network. Zeros left by unstructured pruning are counted
-too (dense kernels run them); `nonzero_macs` discounts them, for reference. When fakelite.quant.cost exists
-its `model_cost` dict is added under "cost" (BOPs/OPs/storage of quantized models).
+too (dense kernels run them); `nonzero_macs` discounts them, for reference. fakelite.quant.cost's `model_cost`
+dict is added under "cost" (BOPs/OPs/storage of quantized models) when it can be computed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from fakelite.artifact import to_bytes
+from fakelite.data.dataset import ImageDataset, split_items
+from fakelite.eval.evaluate import evaluate, predict_dataset
+from fakelite.eval.metrics import binary_metrics
+from fakelite.quant.cost import layer_macs, model_cost
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (all tensors registered as parameters)."""
@@ -28,8 +34,6 @@ def count_params(model: nn.Module) -> int:
 def count_macs(model: nn.Module, size: int = 224) -> dict[str, int]:
     """{"macs": dense MACs of Conv2d + Linear for one size×size image (fakelite.quant.cost.layer_macs, so
     pruned shapes count as they physically are), "nonzero_macs": each layer's MACs scaled by its weight density}."""
-    from fakelite.quant.cost import layer_macs
-
     mods = dict(model.named_modules())
     totals = {"macs": 0, "nonzero_macs": 0}
     for row in layer_macs(model, size):
@@ -41,11 +45,7 @@ def count_macs(model: nn.Module, size: int = 224) -> dict[str, int]:
 
 
 def quant_cost(model: nn.Module, size: int) -> dict | None:
-    """fakelite.quant.cost.model_cost(model, size) when that module exists (written concurrently), else None."""
-    try:
-        from fakelite.quant.cost import model_cost
-    except ImportError:
-        return None
+    """fakelite.quant.cost.model_cost(model, size), or None when it cannot be computed for this model."""
     try:
         return dict(model_cost(model, size))
     except Exception:  # noqa: BLE001 - an optional extra column must never fail a report
@@ -76,8 +76,6 @@ def measure_latency(model: nn.Module, size: int = 224, runs: int = 30, warmup: i
 
 def packed_bytes(model: nn.Module) -> int:
     """Size in bytes of the model's .fakelite serialisation (what `fakelite.save` would write)."""
-    from fakelite.artifact import to_bytes
-
     return len(to_bytes(model))
 
 
@@ -88,8 +86,6 @@ def input_size(model: nn.Module, default: int = 224) -> int:
 
 def eval_means(model: nn.Module, test_root: str | Path, batch_size: int = 64, quiet: bool = True) -> dict:
     """Evaluate on every test set under `test_root`; returns the eval JSON (sets + mean)."""
-    from fakelite.eval.evaluate import evaluate
-
     with redirect_stdout(io.StringIO()):
         res = evaluate(model, test_root, batch_size=batch_size, quiet=quiet)
     for m in res["sets"].values():
@@ -100,10 +96,6 @@ def eval_means(model: nn.Module, test_root: str | Path, batch_size: int = 64, qu
 def train_accuracy(model: nn.Module, data: str | Path, max_images: int = 2000, seed: int = 0,
                    threshold: float = 0.5) -> float | None:
     """Accuracy (at `threshold`, eval transform) on up to `max_images` training images (random draw)."""
-    from fakelite.data.dataset import ImageDataset, split_items
-    from fakelite.eval.evaluate import predict_dataset
-    from fakelite.eval.metrics import binary_metrics
-
     try:
         items = split_items(Path(data), "train")
     except FileNotFoundError:

@@ -79,7 +79,8 @@ def pack_state(state: dict[str, torch.Tensor], min_sparsity: float = DEFAULT_MIN
 
 
 def pack_sparse(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Artifact hook: the model's state dict with sparse tensors packed (see module docstring).
+    """The model's state dict with sparse tensors packed (see module docstring; the artifact codec is
+    fakelite.compress.codec).
 
     `model.fakelite_sparse` may be a dict with "min_sparsity" to override the threshold.
     """
@@ -89,7 +90,9 @@ def pack_sparse(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 def unpack_sparse(tensors: dict[str, torch.Tensor], packing: dict[str, Any] | None) -> dict[str, torch.Tensor]:
-    """Artifact hook: rebuild the dense state dict from stored tensors and the packing description."""
+    """Rebuild the dense state dict from stored tensors and the packing description (fakelite.compress.codec).
+
+    Raises ValueError for a missing or inconsistent mask/values pair, KeyError/TypeError for a malformed description."""
     if not packing or "sparse" not in packing:
         return tensors
     desc = packing["sparse"]["tensors"]

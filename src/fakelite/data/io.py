@@ -111,7 +111,9 @@ class BadInput(ValueError):
         return reason_category(self.reason)
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """An HxWx3 uint8 RGB array of a PIL image of any mode: 16/32-bit greys scaled to 0–255, float greys in [0, 1]
+    scaled by 255, transparent images composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -165,7 +167,7 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
                     raise BadInput(name, f"image too small ({w}×{h} pixels)")
                 img.seek(0)
                 img.load()
-                return _to_rgb(_exif_transpose(img))
+                return to_rgb(_exif_transpose(img))
     except BadInput:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 from dataclasses import asdict, dataclass
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -58,6 +57,8 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of std `sigma` pixels (kernel sized by OpenCV from sigma, reflect-101 borders)."""
     if sigma <= 0:
         return img
+    import cv2  # heavy optional module: not loaded by `import fakelite`
+
     return cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT101)
 
 
@@ -101,6 +102,8 @@ def rescale(img: np.ndarray, factor: float) -> np.ndarray:
     """Resize by `factor` (area filter when shrinking, bilinear when enlarging); sides at least 2 pixels."""
     h, w = img.shape[:2]
     nh, nw = max(2, int(round(h * factor))), max(2, int(round(w * factor)))
+    import cv2
+
     interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     return cv2.resize(img, (nw, nh), interpolation=interp)
 
@@ -132,6 +135,8 @@ def resize_short(img: np.ndarray, short: int) -> np.ndarray:
     if s == 1:
         return img
     nh, nw = max(2, int(round(h * s))), max(2, int(round(w * s)))
+    import cv2
+
     return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
 
 

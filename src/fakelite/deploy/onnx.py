@@ -62,10 +62,10 @@ def export_header(model: nn.Module, kind: str, **extra: Any) -> dict[str, Any]:
             "quant": getattr(model, "fakelite_quant", None),
         }
         try:
-            from fakelite.artifact import _jsonable, content_hash
+            from fakelite.artifact import content_hash, jsonable
 
             header["content_hash"] = content_hash({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            header = _jsonable(header)
+            header = jsonable(header)
         except Exception:  # noqa: BLE001 - a hash is a convenience here, never a reason to fail
             pass
     header["preprocess"] = model.preprocess.to_dict()

@@ -239,9 +239,9 @@ class Detector:
             from PIL import Image
 
             if isinstance(x, Image.Image):
-                from fakelite.data.io import _to_rgb
+                from fakelite.data.io import to_rgb
 
-                return _to_rgb(x)
+                return to_rgb(x)
         except ImportError:  # pragma: no cover
             pass
         raise BadInput("<input>", f"cannot predict on a {type(x).__name__} (give a path, an array or a PIL image)")

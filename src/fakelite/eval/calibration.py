@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 ECE_BINS = 15
 DEFAULT_TARGET_FPR = 0.05
@@ -58,6 +57,8 @@ def tpr_at_fpr(y_true, scores, target_fpr: float = DEFAULT_TARGET_FPR) -> float 
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(np.unique(y)) < 2:
         return None
+    from sklearn.metrics import roc_curve  # heavy optional module: not loaded by `import fakelite`
+
     fpr, tpr, _ = roc_curve(y, s)
     ok = fpr <= float(target_fpr) + 1e-12
     return float(tpr[ok].max()) if ok.any() else 0.0

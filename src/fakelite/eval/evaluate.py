@@ -11,10 +11,14 @@ from torch import nn
 
 from fakelite.data.dataset import ImageDataset, collate
 from fakelite.data.folders import ImageSet, discover_sets
+from fakelite.data.io import reason_category
 from fakelite.data.transforms import aggregate_logits
+from fakelite.utils import distributed as D
+from fakelite.utils.progress import progress_bar
 
 from .calibration import DEFAULT_TARGET_FPR, expected_calibration_error, rates_at_threshold, tpr_at_fpr
 from .metrics import binary_metrics, mean_metrics
+from .roots import eval_root
 
 
 @torch.no_grad()
@@ -65,8 +69,6 @@ def predict_dataset_distributed(model: nn.Module, ds: ImageDataset, batch_size: 
     Each rank scores items rank, rank+world, ... (each item exactly once); scores/labels/indices are all-gathered and
     put back in dataset order, so every rank returns identical arrays. Also returns the number of skipped files over
     all ranks. Without a process group it is `predict_dataset` (+ the skip count)."""
-    from fakelite.utils import distributed as D
-
     rank, world = D.rank_world()
     if world == 1:
         s, y, i = predict_dataset(model, ds, batch_size, progress)
@@ -90,8 +92,6 @@ def _operating_point_metrics(labels: np.ndarray, scores: np.ndarray, threshold: 
 OPERATING_KEYS = ("tpr_at_fpr", "fpr_at_threshold", "tpr_at_threshold", "ece")
 def _not_read(s: ImageSet, skipped: dict[str, str]) -> dict[str, int]:
     """{reason: count}: files the folder walk left out (data/walk.py) plus files that failed to decode."""
-    from fakelite.data.io import reason_category
-
     out = dict(s.not_read)
     for reason in skipped.values():
         k = reason_category(reason)
@@ -104,8 +104,6 @@ def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, 
     """Metrics per set and their mean. With keep_scores, also returns raw scores for plots.
 
     target_fpr: FPR at which `tpr_at_fpr` is read (default: the model's threshold_source target, else 0.05)."""
-    from fakelite.utils.progress import progress_bar
-
     if target_fpr is None:
         target_fpr = float((getattr(model, "threshold_source", None) or {}).get("target_fpr") or DEFAULT_TARGET_FPR)
     pre = getattr(model, "preprocess", None)
@@ -154,12 +152,8 @@ def evaluate(model: nn.Module, root: str | Path, batch_size: int = 64, quiet: bo
     A dataset root holding `train/` is scored on its `test/` only (result["root"] names the folder scored,
     result["note"] says why); without `test/` it raises `fakelite.eval.roots.MixedSplitsError` (a
     FileNotFoundError), so training images never enter a test mean."""
-    from fakelite.utils.distributed import init_from_env
-
-    from .roots import eval_root
-
     folder, note = eval_root(root)
-    init_from_env()  # under torchrun: shard the images over the processes (no-op otherwise)
+    D.init_from_env()  # under torchrun: shard the images over the processes (no-op otherwise)
     sets = discover_sets(folder)
     result = evaluate_sets(model, sets, batch_size, float(getattr(model, "threshold", 0.5)), quiet, keep_scores)
     result["root"] = str(folder)

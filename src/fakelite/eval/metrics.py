@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 METRIC_KEYS = ("acc", "real_acc", "fake_acc", "ap", "auc", "eer", "n", "skipped")
 
@@ -18,6 +17,8 @@ METRIC_KEYS = ("acc", "real_acc", "fake_acc", "ap", "auc", "eer", "n", "skipped"
 def equal_error_rate(y: np.ndarray, s: np.ndarray) -> float | None:
     if len(np.unique(y)) < 2:
         return None
+    from sklearn.metrics import roc_curve  # heavy optional module: not loaded by `import fakelite`
+
     fpr, tpr, _ = roc_curve(y, s)
     fnr = 1 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
@@ -46,6 +47,8 @@ def binary_metrics(y_true, scores, threshold: float = 0.5, skipped: int = 0) -> 
     if (y == 1).any():
         out["fake_acc"] = float((pred[y == 1] == 1).mean())
     if len(np.unique(y)) == 2:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
         out["ap"] = float(average_precision_score(y, s))
         out["auc"] = float(roc_auc_score(y, s))
         out["eer"] = equal_error_rate(y, s)
@@ -73,6 +76,8 @@ def best_threshold(y_true, scores) -> float:
     s = np.asarray(scores, dtype=np.float64)
     if len(np.unique(y)) < 2:
         return 0.5
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thr = roc_curve(y, s)
     j = tpr - fpr
     i = int(np.argmax(j))

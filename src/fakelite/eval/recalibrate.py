@@ -16,10 +16,11 @@ import numpy as np
 from safetensors.torch import save as st_save
 from torch import nn
 
-from fakelite.artifact import META_KEY, ArtifactError, header_hash, read
+from fakelite.artifact import META_KEY, ArtifactError, header_hash, load, read
 from fakelite.data.dataset import ImageDataset
 from fakelite.data.folders import labelled_images, list_images
 from fakelite.utils.files import atomic_write_bytes
+from fakelite.utils.progress import progress_bar
 
 from .calibration import DEFAULT_TARGET_FPR, binary_nll, fit_temperature, threshold_at_fpr
 from .evaluate import predict_logits
@@ -42,8 +43,6 @@ def real_items(d: str | os.PathLike) -> list[tuple[Path, int]]:
 def folder_logits(model: nn.Module, items: list[tuple[Path, int]], batch_size: int = 64,
                   quiet: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """Aggregated logits (model's scoring policy), labels and skipped files {path: reason} of `items`."""
-    from fakelite.utils.progress import progress_bar
-
     ds = ImageDataset(items, model.preprocess, train=False, cache=False)
     with progress_bar("score", len(items), quiet=quiet) as advance:
         z, y, _ = predict_logits(model, ds, batch_size, progress=advance)
@@ -101,8 +100,6 @@ def recalibrate_artifact(model_path: str | os.PathLike, real: str | os.PathLike,
     """`fakelite threshold`: load `model_path`, optionally change its scoring policy, calibrate (see `calibrate`)
     and write `out` with the same tensors and the new threshold, threshold_source, temperature and preprocess.
     Returns {"threshold", "threshold_source", "temperature", "out"}."""
-    from fakelite.artifact import load
-
     p = Path(model_path)
     if p.suffix.lower() != ".fakelite":
         raise ArtifactError(f"{p}: `fakelite threshold` rewrites .fakelite files (re-export .onnx/.tflite after)")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from fakelite.data.folders import ImageSet, discover_sets
-from fakelite.data.io import BadInput, load_rgb
+from fakelite.data.io import BadInput, load_rgb, reason_category
 from fakelite.data.transforms import (
     aggregate_logits,
     eval_tensors,
@@ -42,8 +42,11 @@ from fakelite.data.transforms import (
     occlude,
     rescale,
 )
+from fakelite.utils.progress import progress_bar
 
 from .metrics import binary_metrics
+from .report import wide_console
+from .roots import eval_root
 
 log = logging.getLogger("fakelite.robustness")
 
@@ -121,8 +124,6 @@ X_LABELS = {"jpeg": "JPEG quality", "blur": "Gaussian blur σ (px)", "rescale": 
 def resolve_data(root: str | Path) -> list[ImageSet]:
     """Test sets under `root`; a dataset root (holding `train/`) uses its `test/` and is refused without one
     (`fakelite.eval.roots.eval_root`)."""
-    from .roots import eval_root
-
     return discover_sets(eval_root(root)[0])
 
 
@@ -190,8 +191,6 @@ def run_robustness(
     ROW = {"level", "label", "mean": {acc, ap, auc, acc_at_threshold, n}, "sets": {set: {same}}}; acc is at 0.5 (the
     field's convention), acc_at_threshold at the threshold stored with the model.
     """
-    from fakelite.utils.progress import progress_bar
-
     perts = list(perturbations or PERTURBATIONS)
     for p in perts:
         if p not in PERTURBATIONS:
@@ -256,8 +255,6 @@ def run_robustness(
 
 def _not_read(sets, skipped: dict[str, str]) -> dict[str, int]:
     """{reason: count} of every file under the sets not scored: left out by the folder walk or failed to decode."""
-    from fakelite.data.io import reason_category
-
     out: dict[str, int] = {}
     for s in sets:
         for k, v in getattr(s, "not_read", {}).items():
@@ -310,8 +307,6 @@ def markdown(res: dict, title: str = "Robustness") -> str:
 def print_table(res: dict) -> None:
     """Compact terminal summary: mean AUC (and Acc) per perturbation level and model."""
     from rich.table import Table
-
-    from fakelite.eval.report import wide_console
 
     t = Table(title="robustness (mean over test sets, %)")
     t.add_column("perturbation")

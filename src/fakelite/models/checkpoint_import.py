@@ -43,7 +43,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, Preprocess, create_model
+from fakelite.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+
+from .registry import create_model
 
 
 class CheckpointError(ValueError):

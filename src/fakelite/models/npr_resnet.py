@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_model
+
 NPR_SCALE = 2.0 / 3.0
 
 
@@ -153,3 +155,21 @@ class ResNetDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x))
+
+
+def _resnet(block: str, layers: tuple[int, ...], stem: str):
+    def build(input: str = "npr") -> nn.Module:
+        return ResNetDetector(block=block, layers=layers, input=input, stem=stem)
+
+    return build
+
+
+NPR_TRAINING = {"lr": 2e-4}  # NPR (Tan et al., CVPR 2024): Adam, lr 2e-4, ×0.9 after epochs 10/20/30/40
+
+register_model("npr_resnet23", description="NPR detector: ResNet-50 cut after layer2 (QMDD's ResNet-23)",
+               training=NPR_TRAINING, input="npr")(
+    _resnet("bottleneck", (3, 4), "3x3")
+)
+register_model("resnet18", training=NPR_TRAINING, description="ResNet-18, one logit", input="npr")(_resnet("basic", (2, 2, 2, 2), "7x7"))
+register_model("resnet34", training=NPR_TRAINING, description="ResNet-34, one logit", input="npr")(_resnet("basic", (3, 4, 6, 3), "7x7"))
+register_model("resnet50", training=NPR_TRAINING, description="ResNet-50, one logit", input="npr")(_resnet("bottleneck", (3, 4, 6, 3), "7x7"))

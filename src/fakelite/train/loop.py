@@ -26,9 +26,17 @@ from torch import nn
 from fakelite import artifact
 from fakelite.data.dataset import ImageDataset, make_loader, split_items
 from fakelite.data.transforms import AugmentConfig, single_crop
-from fakelite.eval.evaluate import predict_dataset
+from fakelite.eval.evaluate import predict_dataset, predict_dataset_distributed
 from fakelite.eval.metrics import best_threshold, binary_metrics
+from fakelite.eval.plots import training_curves
 from fakelite.utils.determinism import deterministic_algorithms
+from fakelite.utils.distributed import (
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    env_world_size,
+    init_from_env,
+)
 from fakelite.utils.progress import is_quiet, progress_bar
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -129,9 +137,6 @@ def validate(model: nn.Module, ds: ImageDataset, batch_size: int) -> tuple[dict,
     if _dist()[1] == 1:
         scores, labels, _ = predict_dataset(model, ds, batch_size)
         return binary_metrics(labels, scores, 0.5, skipped=len(ds.skipped)), labels, scores
-    from fakelite.eval.evaluate import predict_dataset_distributed
-    from fakelite.utils.distributed import broadcast_buffers
-
     broadcast_buffers(model)
     scores, labels, _, n_skipped = predict_dataset_distributed(model, ds, batch_size)
     return binary_metrics(labels, scores, 0.5, skipped=n_skipped), labels, scores
@@ -189,8 +194,6 @@ def _fit(
 ) -> dict:
     t_start = time.time()
     data, out = Path(data), Path(out)
-    from fakelite.utils.distributed import env_world_size, init_from_env
-
     if env_world_size() > 1:
         init_from_env()  # launched by torchrun: join the process group (gloo; the loop runs on CPU)
     rank, world = _dist()
@@ -304,8 +307,6 @@ def _fit(
                 tot_n += len(y)
                 advance(1, loss=tot_loss / max(1, tot_n), acc=tot_correct / max(1, tot_n))
         if world > 1:  # epoch loss/acc over all ranks, so every rank logs the same row
-            from fakelite.utils.distributed import all_reduce_sum
-
             tot_loss, tot_correct, tot_n = all_reduce_sum([tot_loss, float(tot_correct), float(tot_n)])
         if cfg.precise_bn:
             recompute_bn_stats(model, bn_ds, max(32, cfg.batch_size), cfg.precise_bn)
@@ -359,14 +360,10 @@ def _fit(
                       metrics={"val": val_m, "val_at_threshold": val_at_t})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         try:
-            from fakelite.eval.plots import training_curves
-
             training_curves(history, out / "curves.png")
         except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
             log.warning("could not draw training curves: %s", e)
     if world > 1:
-        from fakelite.utils.distributed import barrier
-
         barrier()  # no rank returns before rank 0 has written the artifact
     model.threshold = threshold
     if not keep_checkpoint and rank == 0 and ckpt_path.exists():  # the run is complete: nothing left to resume
