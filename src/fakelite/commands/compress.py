@@ -169,7 +169,7 @@ def baseline_command(
     from rich.table import Table
 
     from fakelite.artifact import ArtifactError
-    from fakelite.eval.baselines import baselines_markdown, run_baselines
+    from fakelite.studies.baselines import baselines_markdown, run_baselines
 
     if not data.is_dir():
         fail(f"{data}: no such data folder")
