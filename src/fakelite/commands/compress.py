@@ -34,7 +34,8 @@ def prune_command(
     import torch
 
     from fakelite.artifact import ArtifactError
-    from fakelite.compress.prune import PruneConfig, print_prune_report, run_prune
+    from fakelite.compress.prune import PruneConfig
+    from fakelite.pipelines.prune import print_prune_report, run_prune
     from fakelite.train.loop import TrainConfig
 
     if not 0 < ratio < 1:
