@@ -83,7 +83,7 @@ def _resnet(block: str, layers: tuple[int, ...], stem: str):
 
 NPR_TRAINING = {"lr": 2e-4}  # NPR (Tan et al., CVPR 2024): Adam, lr 2e-4, ×0.9 after epochs 10/20/30/40
 # MobileNetV3 from scratch: at 2e-4 a MobileNetV3-Small was still at chance after an epoch (issue 17); docs/compression.md
-# trains it at 1e-3, as the mobilenetv3 recipe (fakelite.compress.recipe) does
+# trains it at 1e-3, as the mobilenetv3 recipe (fakelite.pipelines.mbv3) does
 MBV3_TRAINING = {"lr": 1e-3}
 
 register_model("npr_resnet23", description="NPR detector: ResNet-50 cut after layer2 (QMDD's ResNet-23)",
