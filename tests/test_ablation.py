@@ -33,7 +33,7 @@ def quick_study(tiny_data, tmp_path_factory):
 
 
 def test_quick_study_writes_every_row(quick_study, tiny_data):
-    from fakelite.eval.ablation import FIG9, TABLE2
+    from fakelite.studies.qmdd_ablation import FIG9, TABLE2
 
     out, work, _, output = quick_study
     for name in ("qmdd-ablation.md", "qmdd-ablation.json", "qmdd-ablation-fig9.png", "qmdd-ablation-table2.png",

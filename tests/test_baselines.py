@@ -7,7 +7,8 @@ import json
 import numpy as np
 import torch
 
-from fakelite.eval.baselines import FEATURE_GROUPS, feature_names, image_features, npr_features, run_baselines
+from fakelite.models.classical import FEATURE_GROUPS, feature_names, image_features, npr_features
+from fakelite.studies.baselines import run_baselines
 
 
 def test_npr_features_on_known_images():

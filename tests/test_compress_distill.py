@@ -14,12 +14,12 @@ from fakelite.compress.distill import (
     DistillConfig,
     FeatureProjection,
     capture_features,
-    distill,
     distillation_loss,
     feature_dim,
     feature_loss,
 )
 from fakelite.models import create_model
+from fakelite.pipelines.distill import distill
 from fakelite.train.loop import TrainConfig, kd_loss
 
 

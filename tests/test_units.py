@@ -1,6 +1,6 @@
 """One size unit: decimal kB (1000 bytes), labelled, in every command's table (prune and recipe printed KiB)."""
 
-from fakelite.compress.recipe import TABLE_COLUMNS, table_markdown
+from fakelite.pipelines.mbv3 import TABLE_COLUMNS, table_markdown
 
 
 def test_recipe_table_in_decimal_kb():

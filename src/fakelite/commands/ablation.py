@@ -43,7 +43,7 @@ def ablation_command(
 
     Example: fakelite ablation --data runs/facesynth64 --size 64 --epochs 3 --fp-epochs 8 --out docs/results
     """
-    from fakelite.eval.ablation import StudyConfig, run_study
+    from fakelite.studies.qmdd_ablation import StudyConfig, run_study
 
     # a smoke run never overwrites the real study's cache or report unless asked to
     out = out or Path("runs/ablation-quick/results" if quick else "docs/results")

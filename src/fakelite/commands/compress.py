@@ -34,7 +34,8 @@ def prune_command(
     import torch
 
     from fakelite.artifact import ArtifactError
-    from fakelite.compress.prune import PruneConfig, print_prune_report, run_prune
+    from fakelite.compress.prune import PruneConfig
+    from fakelite.pipelines.prune import print_prune_report, run_prune
     from fakelite.train.loop import TrainConfig
 
     if not 0 < ratio < 1:
@@ -82,21 +83,15 @@ def distill_command(
     Example: fakelite distill --teacher runs/fp/model.fakelite --student mobilenetv3_small --data runs/demo/data --out runs/kd --epochs 5
     """
     from fakelite.artifact import ArtifactError
-    from fakelite.compress.distill import DistillConfig, distill, load_student
-    from fakelite.compress.recipe import data_crop
-    from fakelite.train.loop import TrainConfig
+    from fakelite.compress.distill import DistillConfig
+    from fakelite.pipelines.distill import run_distill
 
     t = load_model_or_fail(teacher)
     try:
-        import torch
-
-        torch.manual_seed(seed)  # --seed fixes a fresh student's initial weights too
-        s = load_student(student, **({"input": input} if input else {}))
-        crop = min(s.preprocess.crop, data_crop(data))
-        cfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed,
-                          lr_schedule="cosine", crop=crop, max_steps_per_epoch=max_steps, threads=threads, quiet=quiet)
-        m = distill(t, s, data, out, cfg, DistillConfig(temperature, alpha, feature_weight),
-                    provenance={"teacher_path": str(teacher), "student": student})
+        m = run_distill(t, student, data, out, DistillConfig(temperature, alpha, feature_weight), input=input,
+                        epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed,
+                        max_steps=max_steps, threads=threads, quiet=quiet,
+                        provenance={"teacher_path": str(teacher), "student": student})
     except (ArtifactError, KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e).strip("'\""))
     v = m["val"]
@@ -128,7 +123,7 @@ def recipe_command(
     Example: fakelite recipe mobilenetv3 --data runs/facesynth64 --epochs 6 --out runs/mbv3
     """
     from fakelite.artifact import ArtifactError
-    from fakelite.compress.recipe import RecipeConfig, print_table, run_recipe
+    from fakelite.pipelines.mbv3 import RecipeConfig, print_table, run_recipe
 
     if name != "mobilenetv3":
         fail(f"unknown recipe {name!r}; available: mobilenetv3")
@@ -169,7 +164,7 @@ def baseline_command(
     from rich.table import Table
 
     from fakelite.artifact import ArtifactError
-    from fakelite.eval.baselines import baselines_markdown, run_baselines
+    from fakelite.studies.baselines import baselines_markdown, run_baselines
 
     if not data.is_dir():
         fail(f"{data}: no such data folder")

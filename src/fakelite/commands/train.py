@@ -51,12 +51,7 @@ def train_command(
 
     Example: fakelite train --data runs/demo/data --model npr_resnet23 --out runs/fp --epochs 5
     """
-    import torch
-
-    from fakelite.data.folders import labelled_images, split_dir
-    from fakelite.data.io import BadInput, load_rgb
-    from fakelite.models import create_model, get_entry
-    from fakelite.train.loop import TrainConfig, fit
+    from fakelite.pipelines.train import TrainSetupError, run_train
     from fakelite.utils.distributed import rank_world
 
     if resume and not (out / "checkpoint.safetensors").is_file():
@@ -66,30 +61,15 @@ def train_command(
         typer.echo(f"note: {out} holds no checkpoint: starting from epoch 0 (--fresh)", err=True)
     try:
         cfg_dict = parse_recipe(recipe) if recipe else {}
-        overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                                max_steps_per_epoch=max_steps, threads=threads, quiet=quiet,
-                                                device=device).items()
-                     if v is not None}
-        arch_defaults = get_entry(model).training  # the architecture's own recipe, under the file's and the flags'
-        cfg = TrainConfig.from_dict({**arch_defaults, **cfg_dict.get("train", {}), **({"augment": cfg_dict["augment"]} if "augment" in cfg_dict else {}), **overrides})
-        torch.manual_seed(seed)  # --seed fixes the initial weights too, not only data order and augmentation
-        m = create_model(model, **({"input": input} if input else {}))
-        if crop is None:
-            # the model's crop, capped by the size of the training images (no resize for NPR)
-            items = labelled_images(split_dir(data, "train"))
-            for p, _ in items[:8]:
-                try:
-                    h, w = load_rgb(p).shape[:2]
-                    crop = min(m.preprocess.crop, h - h % 2, w - w % 2)
-                    break
-                except BadInput:
-                    continue
-        cfg.crop = crop
-        m.preprocess = m.preprocess.with_scoring(policy, aggregate)
     except (FileNotFoundError, KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
-    metrics = fit(m, data, out, cfg, resume=resume, provenance={"recipe": str(recipe) if recipe else None},
-                  keep_checkpoint=keep_checkpoint)
+    try:
+        metrics = run_train(data, model, out, recipe=cfg_dict, recipe_path=recipe, epochs=epochs,
+                            batch_size=batch_size, lr=lr, seed=seed, max_steps=max_steps, threads=threads, quiet=quiet,
+                            device=device, crop=crop, input=input, policy=policy, aggregate=aggregate, resume=resume,
+                            keep_checkpoint=keep_checkpoint)
+    except TrainSetupError as e:
+        fail(str(e))
     if rank_world()[0] != 0:  # under torchrun only rank 0 reports
         return
     v, vt = metrics["val"], metrics["val_at_threshold"]

@@ -1,4 +1,5 @@
-"""Knowledge distillation of a student detector from a teacher, on top of `fakelite.train.loop.fit`.
+"""Knowledge distillation of a student detector from a teacher: the losses, the feature capture and the projection.
+The training run (on top of `fakelite.train.loop.fit`) is `fakelite.pipelines.distill`.
 
 Logit distillation: loss = (1 − λ)·BCE(student, y) + λ·T²·KL(p_teacher,T ‖ p_student,T), with p·,T the softened
 two-class distribution [1 − σ(z/T), σ(z/T)] (`fakelite.train.loop.kd_loss`). Feature distillation adds
@@ -17,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fakelite.train.loop import kd_loss
 
 
 @dataclass
@@ -90,25 +92,8 @@ def feature_loss(proj: FeatureProjection, f_student: torch.Tensor, f_teacher: to
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                       temperature: float, alpha: float) -> torch.Tensor:
     """(1 − α)·BCE + α·T²·KL — the loss `fit` optimises with `kd_weight=alpha` (exposed for tests and reuse)."""
-    from fakelite.train.loop import kd_loss
-
     bce = F.binary_cross_entropy_with_logits(student_logits.view(-1), labels.float().view(-1))
     return (1 - alpha) * bce + alpha * kd_loss(student_logits, teacher_logits, temperature)
-
-
-def load_student(student: str | Path, **model_kwargs: Any) -> nn.Module:
-    """A registry name → a fresh model (with `model_kwargs`); a .fakelite path → that model, ready to train."""
-    from fakelite import artifact
-    from fakelite.models import create_model
-
-    p = Path(str(student))
-    if p.suffix == ".fakelite" or p.is_file():
-        model = artifact.load(p)
-        model.train()
-        for prm in model.parameters():
-            prm.requires_grad_(True)
-        return model
-    return create_model(str(student), **model_kwargs)
 
 
 def check_compatible(teacher: nn.Module, student: nn.Module) -> None:
@@ -116,62 +101,3 @@ def check_compatible(teacher: nn.Module, student: nn.Module) -> None:
     pt, ps = teacher.preprocess, student.preprocess
     if tuple(pt.mean) != tuple(ps.mean) or tuple(pt.std) != tuple(ps.std) or pt.resize != ps.resize:
         raise ValueError("teacher and student preprocessing differ (mean/std/resize): they must read the same input")
-
-
-def distill(teacher: nn.Module, student: nn.Module, data: str | Path, out: str | Path, train_cfg,
-            dcfg: DistillConfig | None = None, *, provenance: dict | None = None,
-            projection: FeatureProjection | None = None) -> dict:
-    """Train `student` with logit (and optionally feature) distillation from `teacher`; writes OUT/model.fakelite.
-
-    `train_cfg` is a `fakelite.train.loop.TrainConfig` (its kd_weight/kd_temperature are set from `dcfg`).
-    Returns fit's metrics, plus "distill" (the config) and, with feature distillation, "feature_proj_loss"
-    (mean feature loss of the last epoch).
-    """
-    from fakelite.train.loop import fit
-
-    dcfg = dcfg or DistillConfig()
-    if not 0 <= dcfg.alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], not {dcfg.alpha}")
-    if dcfg.temperature <= 0:
-        raise ValueError(f"temperature must be > 0, not {dcfg.temperature}")
-    check_compatible(teacher, student)
-    train_cfg.kd_weight = dcfg.alpha
-    train_cfg.kd_temperature = dcfg.temperature
-    teacher.eval()
-    quantized = getattr(student, "fakelite_quant", None) is not None
-    feat_losses: list[float] = []
-
-    def groups(model: nn.Module) -> list[dict]:
-        if quantized:
-            from fakelite.quant import quant_param_groups
-
-            g = quant_param_groups(model, 0.1, train_cfg.lr)
-        else:
-            g = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-        if projection is not None:
-            g.append({"params": list(projection.parameters()), "weight_decay": 0.0})
-        return g
-
-    extra = None
-    if dcfg.feature_weight > 0:
-        if projection is None:
-            projection = FeatureProjection(feature_dim(student), feature_dim(teacher))
-        proj = projection
-
-        def extra(model, x, y, logits, teacher_logits):  # noqa: ANN001 - fit's callback signature
-            loss = feature_loss(proj, s_feats["x"], t_feats["x"])
-            feat_losses.append(float(loss.detach()))
-            return dcfg.feature_weight * loss
-
-    prov = {"distill": {**dcfg.to_dict(), "teacher": getattr(teacher, "arch_name", None),
-                        "teacher_provenance_data": (getattr(teacher, "provenance", {}) or {}).get("data")},
-            **(provenance or {})}
-    with capture_features(student) as s_feats, capture_features(teacher) as t_feats:
-        metrics = fit(student, data, out, train_cfg, teacher=teacher, param_groups=groups, extra_loss=extra,
-                      provenance=prov)
-    metrics["distill"] = dcfg.to_dict()
-    if feat_losses:
-        n = max(1, len(feat_losses) // max(1, train_cfg.epochs))
-        metrics["feature_proj_loss"] = sum(feat_losses[-n:]) / n
-        metrics["feature_proj_loss_first"] = sum(feat_losses[:n]) / n
-    return metrics

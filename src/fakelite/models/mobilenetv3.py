@@ -167,7 +167,7 @@ def _mbv3(variant: str):
 
 
 # MobileNetV3 from scratch: at 2e-4 a MobileNetV3-Small was still at chance after an epoch (issue 17); docs/compression.md
-# trains it at 1e-3, as the mobilenetv3 recipe (fakelite.compress.recipe) does
+# trains it at 1e-3, as the mobilenetv3 recipe (fakelite.pipelines.mbv3) does
 MBV3_TRAINING = {"lr": 1e-3}
 
 register_model("mobilenetv3_small", training=MBV3_TRAINING, description="MobileNetV3-Small, one logit", input="rgb")(_mbv3("small"))

@@ -1,4 +1,5 @@
-"""The MobileNetV3 compression recipe, end to end (the seed paper's pipeline, measured honestly).
+"""The MobileNetV3 pipeline (`fakelite recipe mobilenetv3`), end to end (the seed paper's pipeline, measured
+honestly).
 
 teacher npr_resnet23 (trained here unless given)
   → MobileNetV3-Small students distilled from it, one per input representation (NPR and RGB); the one with the
@@ -25,10 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch import nn
 
+from fakelite import artifact
+from fakelite.compress.distill import DistillConfig
 from fakelite.compress.measure import summarize
+from fakelite.compress.prune import prune_structured
+from fakelite.data.dataset import ImageDataset, calibration_batches, split_items
 from fakelite.data.transforms import AugmentConfig
+from fakelite.eval.evaluate import predict_dataset
+from fakelite.eval.metrics import best_threshold
+from fakelite.models import create_model
+from fakelite.pipelines.distill import data_crop, distill
+from fakelite.quant import QuantConfig, calibrate, quantize
+from fakelite.train.loop import TrainConfig, fit
 
 RECIPE_AUGMENT = AugmentConfig(hflip=0.5, blur_prob=0.1, blur_sigma=(0.0, 1.5), jpeg_prob=0.1, jpeg_quality=(60, 100))
 
@@ -74,25 +87,9 @@ class RecipeConfig:
 
 
 def _train_cfg(rc: RecipeConfig, epochs: int, lr: float | None = None, crop: int | None = None):
-    from fakelite.train.loop import TrainConfig
-
     return TrainConfig(epochs=epochs, batch_size=rc.batch_size, lr=lr or rc.lr, weight_decay=rc.weight_decay,
                        lr_schedule="cosine", seed=rc.seed, crop=crop, augment=rc.augment, threads=rc.threads,
                        max_steps_per_epoch=rc.max_steps_per_epoch, quiet=rc.quiet)
-
-
-def data_crop(data: Path, default: int = 224) -> int:
-    """The models' crop capped by the training images' size (no resizing: NPR reads pixel-level traces)."""
-    from fakelite.data.folders import labelled_images, split_dir
-    from fakelite.data.io import BadInput, load_rgb
-
-    for p, _ in labelled_images(split_dir(data, "train"))[:8]:
-        try:
-            h, w = load_rgb(p).shape[:2]
-        except BadInput:
-            continue
-        return min(default, h - h % 2, w - w % 2)
-    raise FileNotFoundError(f"{data}/train: no readable images")
 
 
 def _val_key(metrics: dict) -> float:
@@ -137,9 +134,6 @@ def table_markdown(rows: list[dict]) -> str:
 
 
 def print_table(rows: list[dict], title: str = "") -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=title or None)
     for c in TABLE_COLUMNS:
         t.add_column(c, justify="left" if c == "step" else "right")
@@ -154,11 +148,6 @@ def _log(rc: RecipeConfig, msg: str) -> None:
 
 
 def _calibrate_and_threshold(model: nn.Module, data: Path, rc: RecipeConfig) -> float:
-    from fakelite.data.dataset import ImageDataset, calibration_batches, split_items
-    from fakelite.eval.evaluate import predict_dataset
-    from fakelite.eval.metrics import best_threshold
-    from fakelite.quant import calibrate
-
     calibrate(model, calibration_batches(data, model.preprocess, n=rc.calib_images, batch_size=32, seed=rc.seed))
     vs = ImageDataset(split_items(data, "val"), model.preprocess, train=False)
     scores, labels, _ = predict_dataset(model, vs)
@@ -169,13 +158,6 @@ def run_recipe(data: str | Path, out: str | Path, rc: RecipeConfig | None = None
                teacher: str | Path | None = None) -> dict[str, Any]:
     """Run the whole recipe; writes OUT/{teacher,student_<input>,pruned,int8,w4a4}/, OUT/model.fakelite (int8),
     OUT/mobilenetv3.json and OUT/mobilenetv3.md. Returns the JSON dict."""
-    from fakelite import artifact
-    from fakelite.compress.distill import DistillConfig, distill
-    from fakelite.compress.prune import prune_structured
-    from fakelite.models import create_model
-    from fakelite.quant import QuantConfig, quantize
-    from fakelite.train.loop import fit
-
     t_all = time.time()
     rc = (rc or RecipeConfig()).resolved()
     data, out = Path(data), Path(out)
@@ -260,9 +242,6 @@ def run_recipe(data: str | Path, out: str | Path, rc: RecipeConfig | None = None
         _log(rc, f"W4A4 LSQ QAT for {rc.qat_epochs} epochs")
         q4 = artifact.load(pruned_path)
         quantize(q4, QuantConfig(w_bits=4, a_bits=4, quantizer="lsq"))
-        from fakelite.data.dataset import calibration_batches
-        from fakelite.quant import calibrate
-
         calibrate(q4, calibration_batches(data, q4.preprocess, n=rc.calib_images, batch_size=32, seed=rc.seed))
         q4.train()
         distill(t_model, q4, data, out / "w4a4", _train_cfg(rc, rc.qat_epochs, rc.lr / 4, crop), dcfg,

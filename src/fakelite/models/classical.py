@@ -1,4 +1,5 @@
-"""Classical baselines (the seed paper's Table III): SVM, decision tree and random forest on handcrafted features.
+"""Classical detectors (the seed paper's Table III baselines): SVM, decision tree and random forest on handcrafted
+features. The study that trains and scores them: fakelite/studies/baselines.py.
 
 Features (one vector per image, computed on the centre crop of at most `crop`×`crop` pixels, even sides):
 - NPR residual statistics (the up-sampling trace): NPR = x − x[2⌊i/2⌋, 2⌊j/2⌋] per RGB channel; mean |NPR| at the
@@ -8,8 +9,7 @@ Features (one vector per image, computed on the centre crop of at most `crop`×`
   (spectral peaks of up-samplers live at high radii) → 32 values;
 - colour statistics: per-channel mean and std of RGB, mean and std of HSV saturation → 8 values.
 Classifiers (scikit-learn): RBF SVM on standardised features (score σ(decision function)), decision tree (depth ≤ 8),
-random forest (200 trees). Each is trained on DATA/train and scored on every test set (Acc/AP/AUC) and on the
-training set (train Acc), beside any .fakelite CNN detectors given.
+random forest (200 trees).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fakelite.data.io import BadInput, load_rgb
 from fakelite.data.transforms import npr_image
 
 FEATURE_GROUPS = {"npr": 15, "fft": 32, "color": 8}
@@ -87,8 +88,6 @@ def feature_names(fft_bins: int = 32) -> list[str]:
 
 def extract(items: list[tuple[Path, int]], crop: int = 256) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """Features and labels of labelled image files; unreadable files are skipped and returned with the reason."""
-    from fakelite.data.io import BadInput, load_rgb
-
     xs, ys, skipped = [], [], {}
     for p, y in items:
         try:
@@ -121,86 +120,9 @@ def make_classifiers(seed: int = 0) -> dict[str, Any]:
     }
 
 
-def _scores(clf: Any, X: np.ndarray) -> np.ndarray:
+def classifier_scores(clf: Any, X: np.ndarray) -> np.ndarray:
     """Fake-probability-like scores in [0, 1]: predict_proba where the model has it, else σ(decision_function)
     (for the SVM: ≥ 0.5 exactly where it predicts fake; Platt scaling via probability=True is deprecated)."""
     if hasattr(clf, "predict_proba") and not hasattr(clf, "decision_function"):
         return clf.predict_proba(X)[:, 1]
     return 1.0 / (1.0 + np.exp(-clf.decision_function(X)))
-
-
-def _metrics(y: np.ndarray, s: np.ndarray) -> dict:
-    from fakelite.eval.metrics import binary_metrics
-
-    return binary_metrics(y, s, 0.5)
-
-
-def run_baselines(data: str | Path, *, crop: int = 256, cnn_models: list[str | Path] | None = None,
-                  max_train: int | None = 4000, seed: int = 0, quiet: bool = True) -> dict[str, Any]:
-    """Train the classical baselines on DATA/train, evaluate on every set under DATA/test (or DATA/val when there
-    is no test/), and evaluate the given CNN .fakelite models on the same images.
-
-    Returns {"features": {...}, "methods": {name: {"train_acc", "sets": {set: metrics}, "mean": metrics}}}.
-    """
-    import numpy as np
-
-    from fakelite.data.dataset import split_items
-    from fakelite.data.folders import discover_sets
-    from fakelite.eval.metrics import mean_metrics
-
-    data = Path(data)
-    train_items = split_items(data, "train")
-    if max_train and len(train_items) > max_train:
-        pick = np.random.default_rng(seed).choice(len(train_items), max_train, replace=False)
-        train_items = [train_items[i] for i in sorted(pick)]
-    test_root = data / "test" if (data / "test").is_dir() else data / "val"
-    sets = discover_sets(test_root)
-    Xtr, ytr, skipped_train = extract(train_items, crop)
-    if len(np.unique(ytr)) < 2:
-        raise ValueError(f"{data}/train: baselines need both real and fake training images")
-    test_feats = {s.name: extract(s.items, crop) for s in sets}
-    result: dict[str, Any] = {"data": str(data), "train_images": int(len(ytr)), "skipped_train": len(skipped_train),
-                              "features": {"groups": FEATURE_GROUPS, "dim": int(Xtr.shape[1]), "crop": crop},
-                              "methods": {}}
-    for name, clf in make_classifiers(seed).items():
-        clf.fit(Xtr, ytr)
-        row: dict[str, Any] = {"kind": "classical", "train_acc": float((clf.predict(Xtr) == ytr).mean()), "sets": {}}
-        for sname, (X, y, sk) in test_feats.items():
-            s = _scores(clf, X) if len(y) else np.zeros(0)
-            m = _metrics(y, s)
-            m["skipped"] = len(sk)
-            row["sets"][sname] = m
-        row["mean"] = mean_metrics(list(row["sets"].values()))
-        result["methods"][name] = row
-    for path in cnn_models or []:
-        from fakelite.artifact import load
-        from fakelite.compress.measure import eval_means
-        from fakelite.data.dataset import ImageDataset
-        from fakelite.eval.evaluate import predict_dataset
-
-        model = load(path)
-        res = eval_means(model, test_root)
-        scores, labels, _ = predict_dataset(model, ImageDataset(train_items, model.preprocess, train=False,
-                                                                cache=False))
-        name = f"CNN {Path(path).parent.name}/{Path(path).name}" if Path(path).parent.name else f"CNN {path}"
-        result["methods"][name] = {"kind": "cnn", "arch": model.arch_name,
-                                   "train_acc": _metrics(labels, scores)["acc"] if len(labels) else None,
-                                   "sets": res["sets"], "mean": res["mean"]}
-    return result
-
-
-def baselines_markdown(result: dict[str, Any]) -> str:
-    """Table III shape, extended: train Acc, then test Acc/AP/AUC per set and mean."""
-    def pct(v: float | None) -> str:
-        return "–" if v is None else f"{100 * v:.1f}"
-
-    methods = result["methods"]
-    sets = list(next(iter(methods.values()))["sets"])
-    head = "| Model | train Acc | " + " | ".join(f"{s} Acc/AUC" for s in sets) + " | mean Acc | mean AP | mean AUC |"
-    lines = [head, "|---|---|" + "---|" * (len(sets) + 3)]
-    for name, r in methods.items():
-        cells = [f"{pct(r['sets'][s]['acc'])}/{pct(r['sets'][s]['auc'])}" if s in r["sets"] else "–" for s in sets]
-        m = r["mean"]
-        lines.append(f"| {name} | {pct(r['train_acc'])} | " + " | ".join(cells)
-                     + f" | {pct(m['acc'])} | {pct(m['ap'])} | {pct(m['auc'])} |")
-    return "\n".join(lines)
