@@ -141,7 +141,7 @@ def _real_check(out: Path, quiet: bool) -> None:
 
 def _quantize(fp_path: Path, data: Path, out: Path, qcfg, epochs: int, quick: bool, fresh: bool, quiet: bool) -> Path:
     from fakelite import artifact
-    from fakelite.quant.qat import run_quantization
+    from fakelite.pipelines.qat import run_quantization
 
     q_path = out / "model.fakelite"
     if q_path.exists() and not fresh:

@@ -206,8 +206,8 @@ def _train_fp(row: Row, cfg: StudyConfig, crop: int, run_dir: Path, resume: bool
 
 def _train_quant(row: Row, cfg: StudyConfig, crop: int, run_dir: Path, fp_path: Path, resume: bool) -> None:
     from fakelite import artifact
+    from fakelite.pipelines.qat import run_quantization
     from fakelite.quant import QuantConfig
-    from fakelite.quant.qat import run_quantization
 
     fp = artifact.load(fp_path)
     run_quantization(fp, cfg.data, run_dir, QuantConfig(**row.quant), epochs=cfg.epochs, calib=cfg.calib,
