@@ -90,8 +90,8 @@ def quantize_and_eval(fp_path: Path, data: Path, out: Path, device: str, epochs:
                       max_steps: int | None, only: str = "") -> dict:
     """QAT of the chosen FP model to W4A4 LSQ and W2A2 QMDD (NPR + CQB + SLR-N2UQ) on WildSynth, then the same
     evaluation; the FP teacher distils into the student (logit KD, weight 0.5)."""
+    from fakelite.pipelines.qat import run_quantization
     from fakelite.quant import QuantConfig
-    from fakelite.quant.qat import run_quantization
 
     res = {}
     for name, (q, n_ep) in QAT.items():

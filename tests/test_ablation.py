@@ -94,8 +94,8 @@ def test_ablation_rejects_bad_data(tmp_path):
 
 def test_run_quantization_library(tiny_data, tiny_fp_model, tmp_path):
     from fakelite import artifact
+    from fakelite.pipelines.qat import run_quantization
     from fakelite.quant import QuantConfig
-    from fakelite.quant.qat import run_quantization
 
     _, fp_path = tiny_fp_model
     fp = artifact.load(fp_path)

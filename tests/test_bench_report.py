@@ -14,8 +14,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def w2a2(tiny_fp_model, tiny_data, tmp_path_factory):
     import fakelite
+    from fakelite.pipelines.qat import run_quantization
     from fakelite.quant import QuantConfig
-    from fakelite.quant.qat import run_quantization
 
     out = tmp_path_factory.mktemp("w2a2")
     run_quantization(fakelite.load(tiny_fp_model[1]), tiny_data, out, QuantConfig(w_bits=2, a_bits=2), epochs=0,

@@ -129,7 +129,7 @@ def test_ptq_zeroq_data_free_cli(tmp_path, tiny_fp_model):
 
 
 def test_defakeq_from_calibration_folder_without_data(tmp_path, tiny_data, tiny_fp_model):
-    from fakelite.quant.defakeq import run_defakeq
+    from fakelite.pipelines.defakeq import run_defakeq
 
     _, fp_path = tiny_fp_model
     fp = fakelite.load(fp_path)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from fakelite.quant.calibrate_defakeq import supcon_loss
+from fakelite.quant.defakeq import supcon_loss
 
 
 def test_supcon_hand_computed_four_samples():
@@ -32,8 +32,8 @@ def test_supcon_hand_computed_four_samples():
 
 def test_run_defakeq_on_tiny_data(tiny_data, tiny_fp_model, tmp_path):
     from fakelite import artifact
-    from fakelite.quant.defakeq import run_defakeq
-    from fakelite.quant.mixed import InfeasibleBudget
+    from fakelite.pipelines.defakeq import run_defakeq
+    from fakelite.quant.defakeq import InfeasibleBudget
 
     _, fp_path = tiny_fp_model
     with pytest.raises(InfeasibleBudget, match="minimum feasible"):
@@ -57,7 +57,7 @@ def test_compare_quick_cli(tiny_data, tiny_fp_model, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from fakelite.commands.defakeq import compare_command
+    from fakelite.commands.compare import compare_command
 
     app = typer.Typer()
     app.command()(compare_command)

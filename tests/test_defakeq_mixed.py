@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakelite.quant.mixed import (
+from fakelite.quant.defakeq import (
     InfeasibleBudget,
     allocate,
     brute_force_mckp,

@@ -111,7 +111,7 @@ def models_command() -> None:
 def _register_optional() -> None:
     """Commands owned by other modules, registered here so `fakelite --help` lists them all."""
     from fakelite.commands import ablation, compress, data_synth, demo, importing, quant, robust
-    from fakelite.commands import defakeq as defakeq_cmds
+    from fakelite.commands import compare as compare_cmds
     from fakelite.commands import deploy as deploy_cmds
     from fakelite.commands import scan as scan_cmds
     from fakelite.commands import threshold as threshold_cmds
@@ -123,7 +123,7 @@ def _register_optional() -> None:
     app.command("quantize")(quant.quantize_command)
     app.command("cost")(quant.cost_command)
     app.command("ablation")(ablation.ablation_command)
-    app.command("compare")(defakeq_cmds.compare_command)
+    app.command("compare")(compare_cmds.compare_command)
     app.command("prune")(compress.prune_command)
     app.command("distill")(compress.distill_command)
     app.command("recipe")(compress.recipe_command)

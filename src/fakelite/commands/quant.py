@@ -1,7 +1,7 @@
 """`fakelite quantize` (QAT or PTQ from a full-precision .fakelite) and `fakelite cost`.
 
-The QAT/PTQ logic lives in `fakelite.quant.qat.run_quantization`; other modules add named recipes
-(`--recipe NAME`) with `register_recipe`."""
+The QAT/PTQ logic lives in `fakelite.pipelines.qat.run_quantization`; `--recipe NAME` runs another pipeline
+(`defakeq`: `fakelite.pipelines.defakeq.run_defakeq`); more can be added with `register_pipeline`."""
 
 from __future__ import annotations
 
@@ -16,30 +16,39 @@ from fakelite.commands.common import fail, load_model_or_fail, scoring_overrides
 
 QUANTIZER_CHOICES = "minmax|percentile|lsq|n2uq|slr-lsq|slr-n2uq|slr-minmax|binary"
 
-# Recipes other modules provide: name -> fn(fp_model, data, out, options: dict) -> metrics dict.
-RECIPES: dict[str, Callable[..., dict]] = {}
-# Modules imported on demand to register a recipe (so `--help` stays instant).
-RECIPE_MODULES = {"defakeq": "fakelite.quant.defakeq"}
+# Pipelines `--recipe NAME` runs: name -> fn(fp_model, data, out, options: dict) -> metrics dict.
+PIPELINES: dict[str, Callable[..., dict]] = {}
 
 
-def register_recipe(name: str, fn: Callable[..., dict]) -> None:
+def register_pipeline(name: str, fn: Callable[..., dict]) -> None:
     """Make `fakelite quantize --recipe NAME` call fn(fp_model, data, out, options)."""
-    RECIPES[name] = fn
+    PIPELINES[name] = fn
 
 
-def _find_recipe(name: str) -> Callable[..., dict]:
-    if name not in RECIPES and name in RECIPE_MODULES:
-        import importlib
+def _defakeq(fp, data: Path | None, out: Path, options: dict) -> dict:
+    """`--recipe defakeq`: the DeFakeQ pipeline with the quantize command's options; errors exit in one line."""
+    from fakelite.pipelines.defakeq import run_defakeq
 
-        try:
-            importlib.import_module(RECIPE_MODULES[name])
-        except ImportError:
-            pass
-    if name not in RECIPES:
-        known = sorted(set(RECIPES) | set(RECIPE_MODULES))
-        fail(f"--recipe {name!r} is not available (known: {', '.join(known) or 'none'}; "
+    if options.get("budget_mb") is None and options.get("budget_bops") is None:
+        fail("--recipe defakeq needs --budget-mb or --budget-bops")
+    try:
+        return run_defakeq(fp, data, out, budget_mb=options.get("budget_mb"), budget_bops=options.get("budget_bops"),
+                           calib=int(options.get("calib", 256)), seed=int(options.get("seed", 0)),
+                           size=options.get("size"), batch_size=int(options.get("batch_size", 32)),
+                           quiet=bool(options.get("quiet", True)), calib_batches=options.get("calib_batches"),
+                           calib_info=options.get("calib_info"))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+
+
+register_pipeline("defakeq", _defakeq)
+
+
+def _find_pipeline(name: str) -> Callable[..., dict]:
+    if name not in PIPELINES:
+        fail(f"--recipe {name!r} is not available (known: {', '.join(sorted(PIPELINES)) or 'none'}; "
              f"omit --recipe for plain QAT/PTQ)")
-    return RECIPES[name]
+    return PIPELINES[name]
 
 
 def quantize_command(
@@ -99,8 +108,8 @@ def quantize_command(
     """
     import torch
 
+    from fakelite.pipelines.qat import run_quantization
     from fakelite.quant import QuantConfig
-    from fakelite.quant.qat import run_quantization
 
     if threads:
         torch.set_num_threads(threads)
@@ -128,7 +137,7 @@ def quantize_command(
         typer.echo(f"calibration: {cs.n} images from {calib_data} ({cs.info['real']} real, {cs.info['fake']} fake; "
                    f"labels: {cs.info['labels']})")
     if recipe is not None:
-        fn = _find_recipe(recipe)
+        fn = _find_pipeline(recipe)
         options = dict(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, cqb=cqb, epochs=epochs, ptq=ptq,
                        calib=calib, batch_size=batch_size, lr=lr, seed=seed, teacher_kd=teacher_kd,
                        kd_weight=kd_weight, size=size, first_last=first_last, lr_schedule=lr_schedule,

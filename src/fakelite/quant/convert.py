@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from fakelite.utils.modules import set_module
+from fakelite.utils.progress import progress_bar
 
 from .cqb import attach_cqb, cqb_candidates
 from .layers import QuantConv2d, QuantLinear, is_quant_layer
 from .quantizers import ACT_KINDS, ActQuantizer, Quantizer, make_act_quantizer, make_weight_quantizer
+from .veft import attach_veft
 
 QUANTIZER_FAMILIES = ("minmax", "percentile", "lsq", "n2uq", "slr-minmax", "slr-percentile", "slr-lsq", "slr-n2uq",
                       "binary")
@@ -222,8 +224,6 @@ def _build_layer(m: nn.Module, spec: dict[str, Any], cfg: QuantConfig) -> nn.Mod
     else:
         q = QuantLinear.from_float(m, wq, aq)
     if spec.get("veft"):  # DeFakeQ hook: output channels kept at higher precision (quant/veft.py)
-        from .veft import attach_veft
-
         attach_veft(q, spec["veft"])
     return q
 
@@ -297,19 +297,10 @@ def calibrate(model: nn.Module, batches: Iterable, quiet: bool = True) -> nn.Mod
     was_training = model.training
     model.eval()
     batches = list(batches)
-    try:
-        from fakelite.utils.progress import progress_bar
-    except ImportError:  # pragma: no cover
-        progress_bar = None
-    with torch.no_grad(), calibrating(model):
-        if progress_bar is None:
-            for b in batches:
-                model(b[0] if isinstance(b, tuple | list) else b)
-        else:
-            with progress_bar("calibrating", len(batches), quiet=quiet) as advance:
-                for b in batches:
-                    model(b[0] if isinstance(b, tuple | list) else b)
-                    advance()
+    with torch.no_grad(), calibrating(model), progress_bar("calibrating", len(batches), quiet=quiet) as advance:
+        for b in batches:
+            model(b[0] if isinstance(b, tuple | list) else b)
+            advance()
     model.train(was_training)
     return model
 

@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fakelite.models.mobilenetv3 import InvertedResidual, SqueezeExcite
+from fakelite.models.npr_resnet import BasicBlock, Bottleneck
+
 
 def channel_reduce(x: torch.Tensor, out_channels: int) -> torch.Tensor:
     """Average consecutive groups of input channels down to `out_channels` (N, C, H, W)."""
@@ -92,16 +95,11 @@ class CQBShortcut(nn.Module):
 
 
 def residual_block_types() -> tuple[type, ...]:
-    from fakelite.models.mobilenetv3 import InvertedResidual
-    from fakelite.models.npr_resnet import BasicBlock, Bottleneck
-
     return (Bottleneck, BasicBlock, InvertedResidual)
 
 
 def cqb_candidates(model: nn.Module) -> list[str]:
     """Names of the Conv2d layers inside residual blocks (SE gates excluded): where CQB applies by default."""
-    from fakelite.models.mobilenetv3 import SqueezeExcite
-
     blocks = residual_block_types()
     names: list[str] = []
     for bname, block in model.named_modules():

@@ -18,6 +18,8 @@ Quantizers (formulas; the modules in quantizers.py only hold their parameters):
   Thresholds fold: t' = exp(t) − off, so inference compares X with t' directly (`slr_fold_thresholds`).
 - Binary (ReActNet): RSign sign(x − α_c) with ApproxSign gradient (2+2x on [−1,0), 2−2x on [0,1), 0 else);
   weights sign(W)·mean|W_c| with the clipped STE (gradient 1 on |W| ≤ 1).
+- VEFT rows (DeFakeQ): symmetric per-row codes q = clamp(round(row/s_r), −Qp−1, Qp), s_r = max|row_r|/Qp (floor
+  1e−12), stored as int8 + one float scale per row; STE form while the rows are fine-tuned.
 """
 
 from __future__ import annotations
@@ -129,6 +131,34 @@ def symmetric_scale(absmax: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-channel symmetric scale max|W|/Qp (signed grid [−Qn, Qp]; −Qn is then unused)."""
     _, qmax = qrange(bits, True)
     return (absmax / max(1, qmax)).clamp_min(1e-8)
+
+
+def symmetric_row_codes(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row codes (int8, shape of `rows`) and scales (float32, one per row) for `bits` ≤ 8.
+
+    s_r = max(max|row_r| / Qp, 1e−12), code = clamp(round(row/s_r), −Qp−1, Qp), Qp = 2^(b−1) − 1 (DeFakeQ VEFT rows;
+    `dequantize_rows` maps them back). No gradient.
+    """
+    qmin, qp = qrange(bits, True)
+    flat = rows.detach().reshape(rows.shape[0], -1).float()
+    scale = (flat.abs().amax(1) / qp).clamp_min(1e-12)
+    codes = torch.clamp(torch.round(flat / scale[:, None]), qmin, qp).to(torch.int8)
+    return codes.reshape(rows.shape), scale
+
+
+def dequantize_rows(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """codes·s_r with one scale per row (the inverse of `symmetric_row_codes`), float32."""
+    return codes.float() * scale.reshape([-1] + [1] * (codes.dim() - 1))
+
+
+def fake_quant_rows(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-row symmetric fake quantization with STE: the float form of `symmetric_row_codes` (same grid and
+    scales, the scale taken from the detached rows), gradient identity to x (VEFT fine-tuning)."""
+    qmin, qp = qrange(bits, True)
+    flat = x.reshape(x.shape[0], -1)
+    s = (flat.detach().abs().amax(1) / qp).clamp_min(1e-12).reshape([-1] + [1] * (x.dim() - 1))
+    q = torch.clamp(torch.round(x / s), qmin, qp) * s
+    return x + (q - x).detach()
 
 
 def percentile(x: torch.Tensor, q: float, max_elems: int = 1 << 20) -> torch.Tensor:

@@ -18,9 +18,9 @@ During fine-tuning (`start_finetune`) the kept rows are a float Parameter `veft_
 to `bits` (symmetric, scale max|row|/Qp, straight-through rounding); `freeze` writes codes/scale back and
 removes the parameter, so what is saved is exactly what the model computes.
 
-Channel choice (`select_channels`): keeping channel c at high precision changes the first-order logit error
-T = Σ_c t_c (t_c = Σ_hw g ⊙ Δy, g = ∂logit/∂y) to T − t_c + t'_c (t'_c: the same at `bits`); the gain
-E[T²] − E[(T − t_c + t'_c)²] is measured on calibration images and the top-k channels per layer are kept.
+This file is the mechanism only (a layer feature, like cqb.py, that `convert` re-attaches on load); which channels
+to keep is DeFakeQ's search, in `quant/defakeq/veft_channels.py`. The row maths (codes, scales, fake quantization)
+is `numerics.symmetric_row_codes` / `dequantize_rows` / `fake_quant_rows`.
 """
 
 from __future__ import annotations
@@ -31,18 +31,10 @@ import torch
 from torch import nn
 
 from .layers import is_quant_layer
+from .numerics import dequantize_rows, fake_quant_rows, symmetric_row_codes
 from .quantizers import NoQuant, WeightQuantizer
 
 _CLASSES: dict[type, type] = {}
-
-
-def _row_quant(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row codes and scales (int8 storage) for `bits` ≤ 8."""
-    qp = 2 ** (bits - 1) - 1
-    flat = rows.detach().reshape(rows.shape[0], -1).float()
-    scale = (flat.abs().amax(1) / qp).clamp_min(1e-12)
-    codes = torch.clamp(torch.round(flat / scale[:, None]), -qp - 1, qp).to(torch.int8)
-    return codes.reshape(rows.shape), scale
 
 
 class VEFTMixin:
@@ -53,13 +45,8 @@ class VEFTMixin:
     def _veft_rows(self) -> torch.Tensor:
         latent = getattr(self, "veft_latent", None)
         if latent is not None:
-            qp = 2 ** (self.veft_bits - 1) - 1
-            flat = latent.reshape(latent.shape[0], -1)
-            s = (flat.detach().abs().amax(1) / qp).clamp_min(1e-12).reshape([-1] + [1] * (latent.dim() - 1))
-            q = torch.clamp(torch.round(latent / s), -qp - 1, qp) * s
-            return latent + (q - latent).detach()
-        shape = [-1] + [1] * (self.veft_codes.dim() - 1)
-        return self.veft_codes.float() * self.veft_scale.reshape(shape)
+            return fake_quant_rows(latent, self.veft_bits)
+        return dequantize_rows(self.veft_codes, self.veft_scale)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         out = super().forward(w)  # type: ignore[misc]
@@ -109,7 +96,7 @@ def attach_veft(layer: nn.Module, spec: dict[str, Any]) -> nn.Module:
     wq.veft_bits = bits
     idx = torch.tensor(channels, dtype=torch.long)
     wq.register_buffer("veft_index", idx, persistent=False)  # stored in the plan, not as a tensor
-    codes, scale = _row_quant(layer.weight.detach()[idx], bits)
+    codes, scale = symmetric_row_codes(layer.weight.detach()[idx], bits)
     wq.register_buffer("veft_codes", codes)
     wq.register_buffer("veft_scale", scale)
     return layer
@@ -150,7 +137,7 @@ def freeze(model: nn.Module) -> nn.Module:
         latent = getattr(wq, "veft_latent", None)
         if latent is None:
             continue
-        codes, scale = _row_quant(latent.detach(), wq.veft_bits)
+        codes, scale = symmetric_row_codes(latent.detach(), wq.veft_bits)
         wq.veft_codes.copy_(codes)
         wq.veft_scale.copy_(scale)
         del wq.veft_latent
@@ -168,37 +155,6 @@ def veft_summary(model: nn.Module) -> dict[str, Any]:
         total += nbytes
     return {"layers": per, "storage_overhead_bytes": int(total),
             "channels": int(sum(v["channels"] for v in per.values()))}
-
-
-@torch.no_grad()
-def channel_gains(layer_fp: nn.Module, qlayer: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor,
-                  bits: int = 8) -> torch.Tensor:
-    """Per-output-channel gain E[T²] − E[(T − t_c + t'_c)²] of keeping channel c at `bits` (see module doc).
-
-    qlayer: the layer quantized at its allocated width (activation quantizer calibrated); x, y, g: the FP layer's
-    input, output and ∂logit/∂output on calibration images.
-    """
-    from .mixed import channel_taylor
-
-    t = channel_taylor(g, qlayer(x) - y)  # n × C
-    xq = qlayer.input_quantizer(x)
-    codes, scale = _row_quant(layer_fp.weight.detach(), bits)
-    w8 = codes.float() * scale.reshape([-1] + [1] * (codes.dim() - 1))
-    if isinstance(layer_fp, nn.Conv2d):
-        y8 = layer_fp._conv_forward(xq, w8, layer_fp.bias)
-    else:
-        y8 = nn.functional.linear(xq, w8, layer_fp.bias)
-    t8 = channel_taylor(g, y8 - y)
-    total = t.sum(1, keepdim=True)
-    return (total**2).mean(0) - ((total - t + t8) ** 2).mean(0)
-
-
-def select_channels(gains: torch.Tensor, k: int) -> list[int]:
-    """The k channels with the largest gain (ties: lower index)."""
-    if k <= 0:
-        return []
-    order = sorted(range(len(gains)), key=lambda c: (-float(gains[c]), c))
-    return sorted(order[:k])
 
 
 def trainable_summary(params: list[nn.Parameter], model: nn.Module) -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""QAT / PTQ of a trained full-precision detector, as a library function (the engine behind `fakelite quantize`
-and the QMDD ablation study).
+"""The QAT / PTQ pipeline: a trained full-precision detector → a quantized one in a run folder (the engine behind
+`fakelite quantize` and the QMDD ablation study).
 
     student, metrics = run_quantization(fp, "DATA", "runs/w2a2", QuantConfig(w_bits=2, a_bits=2,
                                         quantizer="slr-n2uq", cqb=True), epochs=3)
@@ -23,7 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .convert import QuantConfig, calibrate, quant_param_groups, quantize
+from fakelite import artifact
+from fakelite.data.dataset import calibration_batches
+from fakelite.quant.calib_data import agreement, match_threshold
+from fakelite.quant.convert import QuantConfig, calibrate, quant_param_groups, quantize
+from fakelite.quant.cost import model_cost
+from fakelite.train.loop import TrainConfig, fit
+from fakelite.utils.distributed import rank_world
 
 
 def is_n2uq_like(qcfg: QuantConfig) -> bool:
@@ -105,11 +111,6 @@ def run_quantization(
     Raises ValueError (an already-quantized model, no usable calibration images, QAT without data) and
     FileNotFoundError (no DATA/train).
     """
-    from fakelite.data.dataset import calibration_batches
-    from fakelite.train.loop import TrainConfig, fit
-
-    from .cost import model_cost
-
     data, out = (Path(data) if data is not None else None), Path(out)
     if data is None and not (ptq and calib_batches):
         raise ValueError("QAT needs --data (a dataset with train/); without one use --ptq with --calib-data")
@@ -158,8 +159,6 @@ def run_quantization(
     metrics["cost"] = model_cost(student, crop)
     metrics["quant"] = qcfg.to_dict()
     metrics["mode"] = prov["mode"]
-    from fakelite.utils.distributed import rank_world
-
     if rank_world()[0] == 0:  # under torchrun only rank 0 writes
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return student, metrics
@@ -168,11 +167,6 @@ def run_quantization(
 def _ptq_without_data(fp_model: nn.Module, student: nn.Module, batches: list, out: Path, qcfg: QuantConfig,
                       calib_info: dict | None, provenance: dict | None) -> tuple[nn.Module, dict]:
     """Save a PTQ model calibrated on user-supplied batches when there is no dataset to validate on."""
-    from fakelite import artifact
-
-    from .calib_data import agreement, match_threshold
-    from .cost import model_cost
-
     student.eval()
     matched = match_threshold(fp_model, student, batches)
     student.threshold = float(getattr(fp_model, "threshold", 0.5)) if matched is None else matched

@@ -1,13 +1,13 @@
-"""DeFakeQ pipeline: HAQ mixed-precision allocation → quantize → VEFT channels → PTQ init → progressive
-contrastive calibration → packed .fakelite. See docs/defakeq.md.
+"""The DeFakeQ pipeline: HAQ mixed-precision allocation → quantize → VEFT channels → PTQ init → progressive
+contrastive calibration → packed .fakelite in a run folder. See docs/defakeq.md.
 
 API: `run_defakeq(fp, data, out, budget_mb=..., budget_bops=...)` (also `fakelite quantize --recipe defakeq`);
-the building blocks (`haq_scores`, `build_student`, `choose_veft_channels`) are reused by `fakelite compare`.
+the building blocks (`haq_scores`, `build_student`, `choose_veft_channels`) live in `fakelite.quant.defakeq` and
+are reused by the comparison study (`fakelite.studies.defakeq_compare`, `fakelite compare`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import replace
@@ -17,77 +17,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibrate_defakeq import CalibConfig, TeacherCache, calibrate_defakeq
-from .convert import QuantConfig, calibrate
-from .mixed import (
+from fakelite import artifact
+from fakelite.data.dataset import calibration_batches
+from fakelite.data.folders import ImageSet, labelled_images
+from fakelite.eval.evaluate import evaluate_sets
+from fakelite.quant.calib_data import agreement, match_threshold
+from fakelite.quant.cost import model_cost
+from fakelite.quant.defakeq import (
     DEFAULT_BITS,
+    DEFAULT_VEFT_RATIO,
     MB,
-    HAQScores,
-    _concat,
-    _local_qlayer,
+    CalibConfig,
+    TeacherCache,
     allocate,
-    build_quantized,
-    capture_layers,
+    build_student,
+    calibrate_defakeq,
+    choose_veft_channels,
     haq_record,
-    measure_haq,
-    mixed_config,
+    haq_scores,
     plot_allocation,
 )
-from .veft import channel_gains, select_channels, veft_summary
-
-DEFAULT_VEFT_RATIO = 0.02
-
-
-def base_config(quantizer: str = "lsq", first_last: str = "8bit") -> QuantConfig:
-    """The config HAQ starts from: every layer at 4 bits (overridden per layer), first/last layers at 8 bits."""
-    return QuantConfig(w_bits=4, a_bits=4, quantizer=quantizer, first_last=first_last)
-
-
-def haq_scores(fp: nn.Module, batches: list, quantizer: str = "lsq", bits: tuple[int, ...] = DEFAULT_BITS,
-               veft_ratio: float = DEFAULT_VEFT_RATIO, sensitivity: str = "taylor", cka_weight: float = 1.0,
-               size: int | None = None) -> HAQScores:
-    return measure_haq(fp, batches, base_config(quantizer), bits=bits, sensitivity=sensitivity,
-                       cka_weight=cka_weight, veft_ratio=veft_ratio, size=size)
-
-
-def choose_veft_channels(fp: nn.Module, alloc: dict[str, int], counts: dict[str, int], batches: list,
-                         quantizer: str = "lsq", samples: int = 64, bits: int = 8) -> dict[str, list[int]]:
-    """Per layer, the `counts[layer]` output channels whose high-precision copy most reduces the first-order
-    logit error at the allocated width (veft.channel_gains) on `samples` calibration images."""
-    names = [n for n in alloc if counts.get(n, 0) > 0]
-    if not names:
-        return {}
-    model = copy.deepcopy(fp).eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    x, _ = _concat(batches, samples)
-    xs, ys, gs, _ = capture_layers(model, names, x)
-    mods = dict(model.named_modules())
-    out = {}
-    for n in names:
-        q = _local_qlayer(mods[n], alloc[n], quantizer, xs[n])
-        out[n] = select_channels(channel_gains(mods[n], q, xs[n], ys[n], gs[n], bits), counts[n])
-    return out
-
-
-def build_student(fp: nn.Module, alloc: dict[str, int], batches: list, quantizer: str = "lsq",
-                  veft_channels: dict[str, list[int]] | None = None, first_last: str = "8bit") -> nn.Module:
-    """Quantized copy of `fp` with the allocation (and VEFT channels), PTQ-initialised on `batches`."""
-    cfg = mixed_config(base_config(quantizer, first_last), alloc)
-    m = build_quantized(fp, cfg, veft_channels)
-    calibrate(m, batches)
-    m.eval()
-    return m
-
-
-def uniform_alloc(scores: HAQScores, bits: int) -> dict[str, int]:
-    return dict.fromkeys(scores.layers, int(bits))
+from fakelite.quant.veft import veft_summary
 
 
 def _val_metrics(model: nn.Module, data: Path, batch_size: int = 64) -> dict | None:
-    from fakelite.data.folders import ImageSet, labelled_images
-    from fakelite.eval.evaluate import evaluate_sets
-
     val = Path(data) / "val"
     if not val.is_dir():
         return None
@@ -109,18 +62,13 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
     out/haq_allocation.png and returns the metrics dict.
 
     budget_mb: packed storage in decimal MB (as `fakelite cost` counts it, header excluded); budget_bops: BOPs
-    at the model's input size. At least one is required. Raises mixed.InfeasibleBudget (a ValueError naming the
+    at the model's input size. At least one is required. Raises quant.defakeq.InfeasibleBudget (a ValueError naming the
     minimum feasible budget) when nothing fits. max_calib_seconds caps the calibration wall time (the steps
     done are recorded in metrics["calibration"]). `calib_batches` ((x, y) batches, e.g. from
     `quant.calib_data.calibration_set`: a user's folder or ZeroQ inputs) replace the `calib` images of DATA/train
     for every step (HAQ scores, VEFT choice, PTQ init, contrastive calibration); `data` may then be None (no
     validation: metrics["calib_agreement"] compares the student with the FP model on the calibration images).
     """
-    from fakelite import artifact
-    from fakelite.data.dataset import calibration_batches
-
-    from .cost import model_cost
-
     if budget_mb is None and budget_bops is None:
         raise ValueError("DeFakeQ needs --budget-mb or --budget-bops")
     t_start = time.perf_counter()
@@ -177,8 +125,6 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
     if val is not None:
         metrics["val"] = {k: val.get(k) for k in ("auc", "ap", "acc", "n")}
     if calib_batches is not None:
-        from .calib_data import agreement, match_threshold
-
         matched = match_threshold(fp, student, batches) if data is None else None
         student.threshold = float(getattr(fp, "threshold", 0.5)) if matched is None else matched
         metrics["threshold"] = student.threshold
@@ -197,27 +143,3 @@ def run_defakeq(fp_model_path: str | Path | nn.Module, data: str | Path, out: st
                           f"{cost['bops'] / 1e9:.2f} GBOPs at {size}²")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return metrics
-
-
-def _recipe(fp: nn.Module, data: Path, out: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """`fakelite quantize --recipe defakeq` entry (options from the quantize command); errors exit in one line."""
-    from fakelite.commands.common import fail
-
-    if options.get("budget_mb") is None and options.get("budget_bops") is None:
-        fail("--recipe defakeq needs --budget-mb or --budget-bops")
-    try:
-        return run_defakeq(fp, data, out, budget_mb=options.get("budget_mb"), budget_bops=options.get("budget_bops"),
-                           calib=int(options.get("calib", 256)), seed=int(options.get("seed", 0)),
-                           size=options.get("size"), batch_size=int(options.get("batch_size", 32)),
-                           quiet=bool(options.get("quiet", True)), calib_batches=options.get("calib_batches"),
-                           calib_info=options.get("calib_info"))
-    except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
-
-
-try:  # register with `fakelite quantize --recipe defakeq`
-    from fakelite.commands.quant import register_recipe
-
-    register_recipe("defakeq", _recipe)
-except ImportError:  # pragma: no cover - CLI layer not available
-    pass

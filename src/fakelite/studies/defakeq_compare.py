@@ -1,4 +1,5 @@
-"""`fakelite compare`: DeFakeQ vs PTQ baselines at matched packed storage (docs/results/defakeq.{md,json}).
+"""The DeFakeQ comparison study (`fakelite compare`): DeFakeQ vs PTQ baselines at matched packed storage
+(docs/results/defakeq.{md,json}).
 
 Budgets: the packed storage of uniform W2A2, W3A3 and W4A4 (first/last layers 8-bit in every model). At each
 budget: PTQ MinMax and PTQ percentile (uniform), HAQ + PTQ percentile (mixed, same storage), LSQ + progressive
@@ -9,15 +10,39 @@ effect is shown on the uniform model instead (its storage then exceeds W2 by the
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import numpy as np
+import torch
 
-from fakelite.commands.common import fail, load_model_or_fail
+from fakelite.data.dataset import calibration_batches
+from fakelite.data.io import BadInput, load_rgb
+from fakelite.data.transforms import eval_transform
+from fakelite.eval.metrics import binary_metrics, mean_metrics
+from fakelite.eval.robustness import resolve_data, subsample
+from fakelite.quant.convert import QuantConfig, calibrate, quantize
+from fakelite.quant.cost import model_cost
+from fakelite.quant.defakeq import (
+    DEFAULT_VEFT_RATIO,
+    CalibConfig,
+    TeacherCache,
+    allocate,
+    base_config,
+    build_student,
+    calibrate_defakeq,
+    choose_veft_channels,
+    measure_costs,
+    measure_haq,
+    mixed_config,
+    plot_allocation,
+)
 
 METHODS = {
     "ptq-minmax": "PTQ MinMax (uniform)",
@@ -32,12 +57,6 @@ METHODS = {
 
 def _load_test(data: Path, preprocess: Any, per_set: int | None, seed: int = 0) -> dict[str, Any]:
     """Test sets (optionally subsampled), decoded once: unique image tensors + per-set index lists."""
-    import torch
-
-    from fakelite.data.io import BadInput, load_rgb
-    from fakelite.data.transforms import eval_transform
-    from fakelite.eval.robustness import resolve_data, subsample
-
     sets = resolve_data(data)
     if per_set:
         sets = subsample(sets, per_set, seed)
@@ -61,11 +80,6 @@ def _load_test(data: Path, preprocess: Any, per_set: int | None, seed: int = 0) 
 
 
 def _score(model: Any, test: dict[str, Any], batch_size: int = 128) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    from fakelite.eval.metrics import binary_metrics, mean_metrics
-
     model.eval()
     out = []
     with torch.no_grad():
@@ -81,20 +95,14 @@ def _score(model: Any, test: dict[str, Any], batch_size: int = 128) -> dict[str,
 
 
 def run_compare(fp: Any, data: Path, out: Path, img_dir: Path | None = None, quick: bool = False, calib: int = 256,
-                per_set: int | None = 200, seed: int = 0, quiet: bool = True) -> dict[str, Any]:
-    """Run the comparison; writes out/defakeq.{json,md} and img_dir/defakeq_*.png. Returns the result dict."""
-    import copy
-    import dataclasses
+                per_set: int | None = 200, seed: int = 0, quiet: bool = True,
+                echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the comparison; writes out/defakeq.{json,md} and img_dir/defakeq_*.png. Returns the result dict.
 
-    import torch
-
-    from fakelite.data.dataset import calibration_batches
-    from fakelite.quant.calibrate_defakeq import CalibConfig, TeacherCache, calibrate_defakeq
-    from fakelite.quant.convert import QuantConfig, calibrate, quantize
-    from fakelite.quant.cost import model_cost
-    from fakelite.quant.defakeq import DEFAULT_VEFT_RATIO, base_config, build_student, choose_veft_channels
-    from fakelite.quant.mixed import allocate, measure_costs, measure_haq, mixed_config, plot_allocation
-
+    `fp`: the full-precision model; `data`: a dataset root with train/ and test/<set>/{0_real,1_fake}. Unless
+    `quiet`, one line per model goes to `echo`. Raises ValueError (no usable calibration image) and
+    FileNotFoundError (no train/ or test sets).
+    """
     t_all = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +129,7 @@ def run_compare(fp: Any, data: Path, out: Path, img_dir: Path | None = None, qui
                "bops": cost["bops"], "bits": cost["bits"], **ev, "eval_s": time.perf_counter() - t0, **extra}
         rows.append(row)
         if not quiet:
-            typer.echo(f"  {row['budget']} {method:18s} AUC {ev['mean']['auc']:.4f}  AP {ev['mean']['ap']:.4f}  "
+            echo(f"  {row['budget']} {method:18s} AUC {ev['mean']['auc']:.4f}  AP {ev['mean']['ap']:.4f}  "
                        f"Acc {ev['mean']['acc']:.4f}  {cost['storage_bytes'] / 1e3:.1f} kB")
 
     fp_eval = _score(fp, test)
@@ -253,34 +261,3 @@ def markdown(res: dict[str, Any], plots: dict[str, Path], out: Path) -> str:
             link = str(p)
         lines.append(f"![{k}]({link})")
     return "\n".join(lines) + "\n"
-
-
-def compare_command(
-    data: Annotated[Path, typer.Option("--data", help="Dataset root with train/ and test/<set>/{0_real,1_fake}")],
-    fp: Annotated[Path, typer.Option("--fp", help="Full-precision .fakelite to quantize")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: writes defakeq.md and defakeq.json here")] = Path("runs/compare"),
-    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Charts folder (default: OUT/img)")] = None,
-    calib: Annotated[int, typer.Option("--calib", help="Calibration images from train/")] = 256,
-    per_set: Annotated[int, typer.Option("--per-set", help="Test images per set (balanced; 0 = all)")] = 200,
-    quick: Annotated[bool, typer.Option("--quick", help="Smoke test: W3 budget; PTQ percentile, HAQ+calib, HAQ+VEFT+calib; 1 step per phase")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
-    quiet: Annotated[bool, typer.Option(help="No per-model lines")] = False,
-) -> None:
-    """Compare DeFakeQ (HAQ mixed precision, VEFT, progressive contrastive calibration) with uniform PTQ.
-
-    Example: fakelite compare --data runs/facesynth64 --fp runs/fp64/model.fakelite --out runs/compare --threads 2
-    """
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    model = load_model_or_fail(fp)
-    if getattr(model, "fakelite_quant", None):
-        fail(f"{fp}: already quantized; give the full-precision model")
-    try:
-        res = run_compare(model, data, out, img_dir, quick=quick, calib=calib, per_set=per_set or None, seed=seed,
-                          quiet=quiet)
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
-    typer.echo(f"wrote {out / 'defakeq.md'} and {out / 'defakeq.json'} ({res['total_wall_s'] / 60:.1f} min)")

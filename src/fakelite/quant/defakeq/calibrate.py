@@ -28,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizers import Quantizer
+from fakelite.utils.determinism import deterministic_algorithms
+
+from ..quantizers import Quantizer
+from ..veft import freeze, start_finetune
 
 
 def supcon_loss(z: torch.Tensor, y: torch.Tensor, tau: float = 0.1, normalize: bool = True,
@@ -140,8 +143,6 @@ class TeacherCache:
 
 def defakeq_trainable(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(small parameters: quantizers, BN affine, CQB α; VEFT rows) — everything else gets requires_grad=False."""
-    from .veft import start_finetune
-
     veft = start_finetune(model)
     small: list[nn.Parameter] = []
     seen = {id(p) for p in veft}
@@ -166,18 +167,14 @@ def calibrate_defakeq(student: nn.Module, teacher: nn.Module | None, batches: li
 
     The student must already be quantized and PTQ-initialised (`quant.calibrate`). Afterwards VEFT rows are
     frozen back into their integer codes and every parameter's requires_grad is restored to True. Runs with
-    torch's deterministic algorithms on, as training does (`train.loop.deterministic_algorithms`).
+    torch's deterministic algorithms on, as training does (`utils.determinism.deterministic_algorithms`).
     """
-    from fakelite.utils.determinism import deterministic_algorithms
-
     with deterministic_algorithms():
         return _calibrate(student, teacher, batches, cfg, cache, quiet)
 
 
 def _calibrate(student: nn.Module, teacher: nn.Module | None, batches: list, cfg: CalibConfig | None,
                cache: TeacherCache | None, quiet: bool) -> dict[str, Any]:
-    from .veft import freeze
-
     cfg = cfg or CalibConfig()
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
