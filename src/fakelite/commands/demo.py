@@ -30,8 +30,11 @@ def demo_command(
     fresh: Annotated[bool, typer.Option(help="Redo every stage even if its outputs exist")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: all cores)")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+    wild_units: Annotated[int, typer.Option("--wild-units", help="Real-media stage: WildSynth test images per "
+                                                                   "family scored by the packaged models")] = 40,
 ) -> None:
-    """Run the whole pipeline on the built-in FaceSynth benchmark and print the results.
+    """Run the whole pipeline on the built-in FaceSynth benchmark and print the results; then the packaged
+    real-media models on a WildSynth test sample (per family and policy) and on 12 real photos and videos.
 
     Example: fakelite demo --out runs/demo
     """
@@ -39,8 +42,8 @@ def demo_command(
 
     timings = run_demo(out, size=size, epochs=epochs, qat_epochs=qat_epochs, w4_epochs=w4_epochs,
                        bench_size=bench_size, quick=quick, fresh=fresh, threads=threads, quiet=quiet,
-                       echo=typer.echo, stage=_stage, warn=_warn)
+                       wild_units=wild_units, echo=typer.echo, stage=_stage, warn=_warn)
     typer.echo("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     typer.echo(f"outputs under {out}/: data/, fp/ (model.fakelite, metrics.json, eval.json, curves.png), "
                f"w2a2/ and w4a4/ (model.fakelite, eval.json), export/ (model_w2a2_int.onnx, model_w4a4_int.onnx, "
-               f"speed.json)")
+               f"speed.json), wild/ + wild_tables.json, real_check.json")

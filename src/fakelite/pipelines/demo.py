@@ -18,17 +18,22 @@ import torch
 from rich.table import Table
 
 from fakelite import artifact
+from fakelite.artifact import ArtifactError
 from fakelite.data.dataset import ImageDataset
-from fakelite.data.folders import labelled_images
+from fakelite.data.folders import discover_sets, labelled_images
 from fakelite.data.synth.build import build_facesynth
+from fakelite.data.synth.source import FaceSynthError
 from fakelite.data.transforms import single_crop
+from fakelite.data.wildsynth import HELDOUT_FAMILIES, build_wildsynth
 from fakelite.deploy.bench import compare
 from fakelite.deploy.onnx import export_onnx, parity
 from fakelite.deploy.realcheck import RealCheckError, run_real_check
 from fakelite.deploy.runtime import Detector
+from fakelite.eval import policy_tables
 from fakelite.eval.evaluate import evaluate
 from fakelite.eval.report import print_eval, wide_console
 from fakelite.models import create_model
+from fakelite.packaged import PACKAGED, resolve_model
 from fakelite.pipelines.qat import run_quantization
 from fakelite.quant import QuantConfig
 from fakelite.train.loop import TrainConfig, fit
@@ -47,12 +52,13 @@ def _print_warn(msg: str, color: str) -> None:
 
 def run_demo(out: Path = Path("runs/demo"), *, size: int = 64, epochs: int = 10, qat_epochs: int = 4, w4_epochs: int = 3,
              bench_size: int = 224, quick: bool = False, fresh: bool = False, threads: int | None = None,
-             quiet: bool = False, echo: Echo = print, stage: Echo = _print_stage,
+             quiet: bool = False, wild_units: int = 40, echo: Echo = print, stage: Echo = _print_stage,
              warn: Warn = _print_warn) -> dict[str, float]:
     """Build FaceSynth under OUT/data, train the FP npr_resnet23 (OUT/fp), evaluate it, quantize it to W2A2 (QMDD)
     and W4A4 (LSQ) with their evaluations (OUT/w2a2, OUT/w4a4), export both integer ONNX graphs with a parity check
-    and time them next to FP32 (OUT/export/speed.json), and — unless `quick` — check the packaged models on real
-    photos (OUT/real_check.json). Stages whose outputs exist are reused unless `fresh`. Returns the wall time of
+    and time them next to FP32 (OUT/export/speed.json), and — unless `quick` — score the packaged real-media models
+    on a WildSynth test sample of `wild_units` images per family under every scoring policy (OUT/wild,
+    OUT/wild_tables.json) and check them on real photos (OUT/real_check.json). Stages whose outputs exist are reused unless `fresh`. Returns the wall time of
     each stage in seconds (also OUT/timings.json)."""
     if threads:
         torch.set_num_threads(threads)
@@ -118,11 +124,44 @@ def run_demo(out: Path = Path("runs/demo"), *, size: int = 64, epochs: int = 10,
 
     if not quick:
         t = time.time()
+        _real_media_tables(out, wild_units, fresh, quiet, echo, stage, warn)
+        timings["real-media tables"] = time.time() - t
+        t = time.time()
         _real_check(out, quiet, echo, stage, warn)
         timings["real-photo check"] = time.time() - t
     timings["total"] = time.time() - t0
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     return timings
+
+
+def _real_media_tables(out: Path, units: int, fresh: bool, quiet: bool, echo: Echo, stage: Echo, warn: Warn) -> None:
+    """The packaged models (trained on WildSynth's train split) on a sample of WildSynth's test split: every
+    family, seen and held out, under every scoring policy — AUC and TPR at 5 % FPR per family."""
+    wild = out / "wild"
+    stage(f"Real media: the packaged models on WildSynth test families ({units} test images per family) → {wild}")
+    try:
+        if (wild / "summary.json").exists() and not fresh:
+            echo(f"reusing {wild}")
+        else:
+            build_wildsynth(wild, splits=("test",), test_units=units, progress=not quiet)
+        models = {name: artifact.load(resolve_model(name)) for name in PACKAGED}
+    except (OSError, FaceSynthError, ArtifactError) as e:  # no CelebA offline, no packaged weights: say so, go on
+        warn(f"real-media tables skipped: {e}", "yellow")
+        return
+    sets = discover_sets(wild / "test")
+    scores = policy_tables.score_sets(models, sets)
+    summary = policy_tables.summarize(scores, models)
+    order = sorted((s.name for s in sets), key=lambda n: (n in HELDOUT_FAMILIES, n))
+    con = wide_console()
+    con.print(policy_tables.family_table(
+        summary, "tiles-mean", order, heldout=HELDOUT_FAMILIES,
+        title="Packaged models on WildSynth test families, shipped policy (tiles, mean logit): AUC / TPR at 5 % FPR "
+              "(* = held out of training)"))
+    con.print(policy_tables.policy_table(summary, order, title="Scoring policies, mean over the families"))
+    (out / "wild_tables.json").write_text(json.dumps({"units": units, "summary": summary,
+                                                      "skipped": scores["skipped"]}, indent=2))
+    echo("full test split (all 321 units per family): python benchmarks/wild_tables.py --data DIR/test "
+         "(docs/results/wild_tables.md)")
 
 
 def _real_check(out: Path, quiet: bool, echo: Echo, stage: Echo, warn: Warn) -> None:
