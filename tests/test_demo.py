@@ -34,7 +34,7 @@ def test_real_media_stage_scores_every_family_and_policy_with_the_packaged_model
     """The demo's real-media stage (skipped by --quick): a test-only WildSynth sample built with the shipped
     generators, the three packaged models under every policy, all eight families."""
     from fakelite.data.synth.source import FaceSynthError
-    from fakelite.data.wildsynth import FAMILIES
+    from fakelite.data.wild.build import FAMILIES
     from fakelite.eval.policy_tables import POLICY_VARIANTS
     from fakelite.pipelines.demo import _real_media_tables
 

@@ -11,15 +11,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakelite.data.generators import (
+from fakelite.data.synth.generators import psnr
+from fakelite.data.synth.source import default_cache_dir, fetch_celeba_wheel
+from fakelite.data.wild.build import (
+    FAMILIES,
+    HELDOUT_FAMILIES,
+    TRAIN_FAMILIES,
+    build_wildsynth,
+    celeba_face_mask,
+)
+from fakelite.data.wild.generators import (
     QUICK_TRAIN,
     WEIGHTS_DIR,
     apply_generator,
     load_generator,
     train_family,
 )
-from fakelite.data.generators import SHIPPED_FAMILIES as GEN_FAMILIES
-from fakelite.data.postprocess import (
+from fakelite.data.wild.generators import SHIPPED_FAMILIES as GEN_FAMILIES
+from fakelite.data.wild.postprocess import (
     ChainConfig,
     h264_roundtrip,
     jpeg_quality_estimate,
@@ -27,22 +36,13 @@ from fakelite.data.postprocess import (
     postprocess,
     shortcut_probe,
 )
-from fakelite.data.synth.generators import psnr
-from fakelite.data.synth.source import default_cache_dir, fetch_celeba_wheel
-from fakelite.data.wildsynth import (
-    FAMILIES,
-    HELDOUT_FAMILIES,
-    TRAIN_FAMILIES,
-    build_wildsynth,
-    celeba_face_mask,
-)
 
 
 def _face() -> np.ndarray:
     import zipfile
 
-    from fakelite.data.real_sources import decode_photo
     from fakelite.data.synth.source import IMAGE_DIR
+    from fakelite.data.wild.sources import decode_photo
 
     with zipfile.ZipFile(fetch_celeba_wheel(default_cache_dir())) as zf:
         return decode_photo(zf.read(f"{IMAGE_DIR}000901.jpg"), "000901.jpg")

@@ -24,7 +24,7 @@ from fakelite.data.folders import discover_sets, labelled_images
 from fakelite.data.synth.build import build_facesynth
 from fakelite.data.synth.source import FaceSynthError
 from fakelite.data.transforms import single_crop
-from fakelite.data.wildsynth import HELDOUT_FAMILIES, build_wildsynth
+from fakelite.data.wild.build import HELDOUT_FAMILIES, build_wildsynth
 from fakelite.deploy.bench import compare
 from fakelite.deploy.onnx import export_onnx, parity
 from fakelite.deploy.realcheck import RealCheckError, run_real_check

@@ -44,7 +44,7 @@ FAMILIES = (*SR_FAMILIES, *LATENT_FAMILIES, *GAN_FAMILIES)
 #: first steps. tests/test_wildsynth.py caught it (PSNR 3.2 dB). wildsynth-gen-2 normalises the discriminator
 #: spectrally, trains L1-only for the first ``gan_warmup`` of the steps and ramps the adversarial weight in.
 SHIPPED_FAMILIES = FAMILIES
-WEIGHTS_DIR = Path(__file__).parent / "generator_weights"
+WEIGHTS_DIR = Path(__file__).parents[1] / "generator_weights"
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@ families, and one post-processing chain for both classes.
 
 FaceSynth (``fakelite.data.synth``) area-resizes CelebA faces to 64 px and saves both classes as PNG; detectors
 trained on it learn traces no real photo keeps. WildSynth keeps every real photograph at its native resolution
-(``fakelite.data.real_sources``: CelebA faces plus camera photographs from scikit-image, scikit-learn, OpenCV's
+(``fakelite.data.wild.sources``: CelebA faces plus camera photographs from scikit-image, scikit-learn, OpenCV's
 samples and Debian wallpapers), makes fakes from the same images with seven generator families
-(``fakelite.data.generators`` plus a face-region swap), and sends every file, real or fake, through the same
-random post-processing chain (``fakelite.data.postprocess``).
+(``fakelite.data.wild.generators`` plus a face-region swap), and sends every file, real or fake, through the same
+random post-processing chain (``fakelite.data.wild.postprocess``).
 
 Families seen in training (``TRAIN_FAMILIES``) and held out (``HELDOUT_FAMILIES``), as ForenSynths trains on
 ProGAN alone: held-out numbers say how a detector does on generators it never saw.
@@ -36,10 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fakelite.data.generators import (
+from fakelite.data.synth.generators import faceswap_blend
+from fakelite.data.synth.source import SPLITS as CELEBA_SPLITS
+from fakelite.data.synth.source import default_cache_dir
+from fakelite.data.transforms import jpeg
+from fakelite.data.wild.generators import (
     FAMILIES as GENERATOR_FAMILIES,
 )
-from fakelite.data.generators import (
+from fakelite.data.wild.generators import (
     QUICK_TRAIN,
     WEIGHTS_DIR,
     TrainConfig,
@@ -48,12 +52,8 @@ from fakelite.data.generators import (
     save_generator,
     train_family,
 )
-from fakelite.data.postprocess import ChainConfig, postprocess, shortcut_probe
-from fakelite.data.real_sources import RealImage, celeba_images, photo_sources
-from fakelite.data.synth.generators import faceswap_blend
-from fakelite.data.synth.source import SPLITS as CELEBA_SPLITS
-from fakelite.data.synth.source import default_cache_dir
-from fakelite.data.transforms import jpeg
+from fakelite.data.wild.postprocess import ChainConfig, postprocess, shortcut_probe
+from fakelite.data.wild.sources import RealImage, celeba_images, photo_sources
 from fakelite.utils.progress import ProgressGroup
 
 #: wildsynth-1 (the packaged models' training data) had a collapsed, all-black ``gan`` family in training;
