@@ -164,7 +164,8 @@ def _export_and_time(fp_path: Path, qpaths: dict[str, Path], data: Path, out: Pa
     from fakelite.data.folders import labelled_images
     from fakelite.data.transforms import single_crop
     from fakelite.deploy.bench import compare
-    from fakelite.deploy.onnx import export_onnx, parity
+    from fakelite.deploy.onnx import export_onnx
+    from fakelite.deploy.parity import parity
     from fakelite.eval.report import wide_console
 
     exp = out / "export"
