@@ -28,9 +28,8 @@ def open_interpreter(path: str | Path, threads: int | None = None):
         interp = Interpreter(model_path=str(path), num_threads=threads or 1)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
-        from fakelite.artifact import (
-            ArtifactError,  # lazy: artifact loads torch, which decode workers never need
-        )
+        # lazy: fakelite.artifact loads torch, which the decode workers (faces → here) never need
+        from fakelite.artifact import ArtifactError
 
         raise ArtifactError(f"{path}: LiteRT cannot load it ({str(e).splitlines()[0][:120]})") from None
     return interp
