@@ -51,7 +51,7 @@ def make_images(d: Path, n: int, size: int, seed: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fakelite.deploy.scan import ScanOptions, run_scan
+    from fakelite.pipelines.scan import ScanOptions, run_scan
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True)

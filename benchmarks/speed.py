@@ -66,7 +66,7 @@ def _parity(model_path: Path, onnx_path: Path, data: Path) -> dict:
     from parity import load_images  # benchmarks/parity.py (this folder is on sys.path when run as a script)
 
     from fakelite.artifact import load
-    from fakelite.deploy.onnx import parity
+    from fakelite.deploy.parity import parity
 
     m = load(model_path)
     return parity(m, onnx_path, load_images(m, data)[0])

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from fakelite.deploy.autoselect import CACHE_FILE, choose_backend, time_detector
+from fakelite.deploy.autoselect import CACHE_FILE, time_detector
+from fakelite.deploy.runtime import choose_backend
 
 pytest.importorskip("openvino")
 

@@ -12,15 +12,10 @@ from conftest import randomize_bn
 from fakelite.data.folders import labelled_images
 from fakelite.data.io import load_rgb
 from fakelite.data.transforms import eval_transform
-from fakelite.deploy.onnx import (
-    INTEGER_KERNELS,
-    ExportConv,
-    export_onnx,
-    op_counts,
-    optimized_op_counts,
-    parity,
-    read_metadata,
-)
+from fakelite.deploy.lowering import ExportConv
+from fakelite.deploy.onnx import INTEGER_KERNELS, export_onnx
+from fakelite.deploy.onnx_graph import op_counts, optimized_op_counts, read_metadata
+from fakelite.deploy.parity import parity
 from fakelite.models import create_model
 from fakelite.quant import QuantConfig, calibrate, quantize
 
@@ -204,7 +199,7 @@ def test_exact_requant_moves_the_multiplier_where_no_integer_bias_is_exact():
     """QLinearConv adds an int32 bias; where no (code multiplier K, integer bias) decides every code like the float
     bias at the true multiplier, a nearby multiplier (QLinearConv's weight scale is free) usually does. Checked
     here independently of the function's own check: every reachable accumulator, ORT's float32 arithmetic."""
-    from fakelite.deploy.onnx import exact_int_bias, exact_requant
+    from fakelite.quant.integer import exact_int_bias, exact_requant
 
     rng = np.random.default_rng(0)
     failed = rescued = 0

@@ -15,7 +15,9 @@ import fakelite
 from fakelite.data.folders import labelled_images
 from fakelite.data.io import load_rgb
 from fakelite.data.transforms import eval_transform
-from fakelite.deploy.onnx import export_onnx, optimized_op_counts, parity_report
+from fakelite.deploy.onnx import export_onnx
+from fakelite.deploy.onnx_graph import optimized_op_counts
+from fakelite.deploy.parity import parity_report
 from fakelite.models import create_model
 from fakelite.quant import QuantConfig, calibrate, quantize
 

@@ -19,7 +19,9 @@ except ImportError:
 from fakelite.data.folders import labelled_images  # noqa: E402
 from fakelite.data.io import load_rgb  # noqa: E402
 from fakelite.data.transforms import eval_transform  # noqa: E402
-from fakelite.deploy.litert import export_tflite, parity_tflite, read_sidecar  # noqa: E402
+from fakelite.deploy.litert import read_sidecar  # noqa: E402
+from fakelite.deploy.litert_export import export_tflite  # noqa: E402
+from fakelite.deploy.parity import parity_tflite  # noqa: E402
 from fakelite.deploy.runtime import Detector  # noqa: E402
 from fakelite.models import create_model  # noqa: E402
 from fakelite.quant import QuantConfig, calibrate, quantize  # noqa: E402

@@ -17,8 +17,8 @@ from PIL import Image
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow is in the `scan` extra (make test installs it)")
 
-from fakelite.deploy.scan import ScanOptions, expand_inputs, run_scan  # noqa: E402
-from fakelite.deploy.scan_store import VOLATILE, ScanStore, ScanStoreError, read_results  # noqa: E402
+from fakelite.pipelines.scan import ScanOptions, expand_inputs, run_scan  # noqa: E402
+from fakelite.pipelines.scan_store import VOLATILE, ScanStore, ScanStoreError, read_results  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -224,7 +224,7 @@ def test_video_rows_summarise_frames_and_faces(corpus, tmp_path):
 def test_a_worker_crash_on_one_file_costs_that_file_only(corpus, tmp_path, monkeypatch):
     """A native crash (here: SIGSEGV raised by a test hook) kills a worker: the file that did it is isolated and
     gets an error row, every other file is scored, nothing is stored twice."""
-    from fakelite.deploy.scan import CRASH_TEST_ENV
+    from fakelite.pipelines.scan import CRASH_TEST_ENV
 
     model, data = corpus
     files = sorted((data / "batch1").glob("*.png"))[:5]

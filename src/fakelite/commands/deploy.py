@@ -54,7 +54,8 @@ def export_command(
     import torch
 
     from fakelite.deploy.bench import calibration_array
-    from fakelite.deploy.onnx import export_onnx, parity
+    from fakelite.deploy.onnx import export_onnx
+    from fakelite.deploy.parity import parity
 
     m = load_model_or_fail(model)
     scoring_overrides(m, policy, aggregate)
@@ -64,7 +65,9 @@ def export_command(
     if qdq and format == "tflite":
         fail("--qdq is an ONNX graph form: use --format onnx-qdq")
     if format == "tflite":
-        from fakelite.deploy.litert import LiteRTUnavailable, export_tflite, parity_tflite
+        from fakelite.deploy.litert import LiteRTUnavailable
+        from fakelite.deploy.litert_export import export_tflite
+        from fakelite.deploy.parity import parity_tflite
 
         quant = bool(getattr(m, "fakelite_quant", None))
         if int8 and not quant and data is None:

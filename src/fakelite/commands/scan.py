@@ -37,7 +37,7 @@ def scan_command(
     """
     import os
 
-    from fakelite.deploy.scan import ScanError, ScanOptions, ScanStoreError, run_scan
+    from fakelite.pipelines.scan import ScanError, ScanOptions, ScanStoreError, run_scan
     from fakelite.utils.progress import ProgressGroup
 
     opts = ScanOptions(faces=faces, frames=frames, every=every, aggregate=aggregate, all_faces=all_faces,

@@ -1,4 +1,6 @@
-"""`--backend auto`: run a model on the fastest runtime installed on this host, chosen by a short timed probe.
+"""`--backend auto`: the probe's parts — candidates per file type, timing, and the cache per host and model.
+
+The choice itself is `fakelite.deploy.runtime.choose_backend` (it loads the candidates as Detectors).
 
 Which runtime is fastest depends on the host (VNNI/AMX/AVX2-only, Arm), the runtime versions and the graph
 (FP32, ORT integer graph, QDQ), so it is measured, not assumed: every candidate runtime that can read the file
@@ -23,9 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from fakelite.deploy.host import host_info, host_key
-from fakelite.deploy.samples import cache_dir
 
 CACHE_FILE = "backend_probe.json"
 CANDIDATES = {".onnx": ("onnxruntime", "openvino"), ".fakelite": ("torch",), ".tflite": ("litert",)}
@@ -79,7 +78,8 @@ def time_detector(det: Any, size: int, warmup: int = 2, runs: int = 7,
     return float(np.median(t) * 1e3)
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
+def read_cache(path: Path) -> dict[str, Any]:
+    """The probe cache {key: choice} at `path` ({} when missing or unreadable)."""
     try:
         d = json.loads(path.read_text())
         return d if isinstance(d, dict) else {}
@@ -87,7 +87,8 @@ def _read_cache(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _write_cache(path: Path, data: dict[str, Any]) -> None:
+def write_cache(path: Path, data: dict[str, Any]) -> None:
+    """Replace the probe cache at `path` atomically (a read-only cache is skipped silently)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -95,67 +96,3 @@ def _write_cache(path: Path, data: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except OSError:  # a read-only cache only costs a re-probe next time
         pass
-
-
-def choose_backend(path: str | Path, threads: int | None = None, *,
-                   load: Callable[[Path, str, int | None], Any] | None = None,
-                   measure: Callable[[Any], float] | None = None,
-                   candidates: tuple[str, ...] | None = None, cache: Path | None = None,
-                   use_cache: bool = True) -> tuple[Choice, dict[str, Any]]:
-    """Pick the fastest installed runtime for the model file `path` on this host.
-
-    load(path, backend, threads) → Detector (default `Detector.load`); measure(det) → median ms (default
-    `time_detector` at the model's crop size). Both are parameters so tests can drive the choice with a fake clock.
-    Returns (Choice, {backend: loaded Detector}) — the winner's Detector is reused by the caller; the dict is empty
-    when the choice came from the cache. Raises ValueError when no candidate can load the file (the reasons joined).
-    """
-    from fakelite.deploy.runtime import Detector
-
-    path = Path(path)
-    load = load or (lambda p, b, t: Detector.load_backend(p, b, t))
-    measure = measure or (lambda det: time_detector(det, det.preprocess.crop))
-    cands = candidates or CANDIDATES.get(path.suffix.lower(), ())
-    if not cands:
-        raise ValueError(f"{path}: unknown model type (expected .fakelite, .onnx or .tflite)")
-    skipped = {b: "not installed" for b in cands if not installed(b)}
-    avail = [b for b in cands if b not in skipped]
-    if not avail:
-        raise ValueError(f"{path}: no runtime installed for it (" + "; ".join(f"{b}: {r}" for b, r in skipped.items())
-                         + ")")
-    info = host_info(threads)
-    key = f"{host_key(info)}:{file_key(path)}:{threads or 0}"
-    cache_path = (cache or cache_dir()) / CACHE_FILE
-    if len(avail) > 1 and use_cache:
-        hit = _read_cache(cache_path).get(key)
-        if isinstance(hit, dict) and hit.get("backend") in avail:
-            c = Choice(hit["backend"], hit.get("reason", "cached probe"), hit.get("median_ms", {}),
-                       hit.get("skipped", {}), cached=True)
-            return c, {}
-    loaded: dict[str, Any] = {}
-    errors: list[str] = []
-    for b in avail:
-        try:
-            loaded[b] = load(path, b, threads)
-        except (ValueError, RuntimeError) as e:  # ArtifactError is a ValueError: this runtime cannot read it
-            errors.append(str(e))
-            skipped[b] = str(e).removeprefix(f"{path}: ")[:160]
-    if not loaded:
-        raise ValueError(errors[0])  # every runtime failed: the first one's one-line error (it names the file)
-    if len(loaded) == 1:
-        (b,) = loaded
-        why = NOTES.get(path.suffix.lower(), "the only candidate") if len(cands) == 1 else \
-            "the only runtime that can run it here"
-        extra = f" ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else ""
-        return Choice(b, f"{b}: {why}{extra}", {}, skipped), loaded
-    ms = {b: round(float(measure(det)), 3) for b, det in loaded.items()}
-    best = min(ms, key=ms.get)
-    others = ", ".join(f"{b} {v:.2f} ms" for b, v in sorted(ms.items(), key=lambda kv: kv[1]) if b != best)
-    reason = (f"{best}: fastest in a timed probe on this host ({ms[best]:.2f} ms vs {others}; batch 1, "
-              f"{threads or 'default'} thread(s), {info['cpu']})")
-    choice = Choice(best, reason, ms, skipped)
-    if use_cache:
-        data = _read_cache(cache_path)
-        data[key] = {**choice.to_dict(), "cached": False, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                     "model": str(path), "host": {k: info[k] for k in ("cpu", "flags", "runtimes")}}
-        _write_cache(cache_path, data)
-    return choice, loaded

@@ -24,6 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from fakelite.artifact import load
+from fakelite.data.folders import list_images
+from fakelite.data.io import BadInput, load_rgb
+from fakelite.data.transforms import eval_transform
+from fakelite.deploy.host import host_info
+from fakelite.deploy.onnx import export_onnx
+from fakelite.deploy.runtime import Detector
+
 BENCH_BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-qdq", "openvino", "openvino-qdq", "tflite", "auto")
 # canonical runtime names (torch, onnxruntime, litert, openvino) accepted for the bench names above
 BENCH_ALIASES = {"onnxruntime": "onnx", "ort": "onnx", "onnxruntime-int8": "onnx-int8", "onnxruntime-qdq": "onnx-qdq",
@@ -64,9 +72,6 @@ def prepare(model_path: Path, backend: str, workdir: Path, calib_data: Path | No
         return model_path
     if suffix == ".onnx":
         return model_path
-    from fakelite.artifact import load
-    from fakelite.deploy.onnx import export_onnx
-
     model = load(model_path)
     out = workdir / f"{model_path.stem}.{backend}.onnx"
     quant = bool(getattr(model, "fakelite_quant", None))
@@ -81,10 +86,6 @@ def prepare(model_path: Path, backend: str, workdir: Path, calib_data: Path | No
 
 def calibration_array(pre, data: Path | None, n: int, seed: int = 0) -> np.ndarray:
     """(n, 3, crop, crop) preprocessed images from `data` (any folder of images), else random normal input."""
-    from fakelite.data.folders import list_images
-    from fakelite.data.io import BadInput, load_rgb
-    from fakelite.data.transforms import eval_transform
-
     if data is not None:
         files = sorted(list_images(Path(data)))
         rng = np.random.default_rng(seed)
@@ -127,9 +128,6 @@ def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 
               aggregate: str | None = None, image_size: int = 1024) -> dict[str, Any]:
     """Time `path` on one backend in this process; returns the bench JSON (DESIGN.md §3). With `policy`, also
     "image": the end-to-end scoring of one image_size² image under that policy (`time_image_scoring`)."""
-    from fakelite.deploy.host import host_info
-    from fakelite.deploy.runtime import Detector
-
     backend = bench_name(backend)
     det = Detector.load(path, backend=RUNTIME_OF[backend], threads=threads)
     size = size or det.preprocess.crop
@@ -160,8 +158,6 @@ def compare(model_path: Path, backends: list[str], size: int | None = None, thre
             runs: int = 30, calib_data: Path | None = None, policy: str | None = None,
             aggregate: str | None = None, image_size: int = 1024) -> dict[str, Any]:
     """Bench each backend in its own subprocess (`python -m fakelite.deploy.bench`) and compute ratios."""
-    from fakelite.deploy.host import host_info
-
     backends = [bench_name(b) for b in backends]
     results = {}
     with tempfile.TemporaryDirectory() as td:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fakelite.artifact import read
+
 BASELINE = "torch-fp32"
 
 
@@ -60,8 +62,6 @@ def fake_quant_note(model: Path, res: dict[str, Any], fp_model: Path | None) -> 
     if fp_model is not None or base != "torch" or Path(model).suffix.lower() != ".fakelite":
         return None
     try:
-        from fakelite.artifact import read
-
         quant = bool(read(model)[0].get("quant"))
     except Exception:  # noqa: BLE001 - a note is never fatal
         return None

@@ -34,8 +34,12 @@ import cv2
 import numpy as np
 
 from fakelite.data.io import IMAGE_EXTS, VIDEO_EXTS, BadInput, display_path, load_rgb, reason_category
+from fakelite.data.video_reader import probe_video, read_video
 from fakelite.data.walk import Walk, walk_files
+from fakelite.deploy.faces import Face, crop_face, make_face_detector
+from fakelite.deploy.isolated import DEFAULT_TIMEOUT_S, load_image_isolated, read_video_isolated
 from fakelite.deploy.resultlog import ResultLog
+from fakelite.utils.progress import progress_bar
 
 FACE_MODES = ("auto", "on", "off")
 AGGREGATES = ("mean", "confident")
@@ -118,8 +122,6 @@ class _Ctx:
     @property
     def face_detector(self):
         if self._fd is None:
-            from fakelite.deploy.faces import make_face_detector
-
             self._fd = make_face_detector(self._fd_spec)
         return self._fd
 
@@ -135,8 +137,6 @@ class _Ctx:
 
     def score_faces(self, rgb: np.ndarray, all_faces: bool, found: list | None = None) -> list[dict[str, Any]]:
         """Detect (unless `found`: [x, y, w, h, confidence] lists from the worker), crop and score faces."""
-        from fakelite.deploy.faces import Face, crop_face
-
         if found is not None:
             found = [Face(tuple(int(v) for v in f[:4]), float(f[4])) for f in found]
         else:
@@ -157,8 +157,6 @@ class _Ctx:
 def _image_result(ctx: _Ctx, path: Path, all_faces: bool) -> dict[str, Any]:
     found = None
     if ctx.isolate:
-        from fakelite.deploy.isolated import DEFAULT_TIMEOUT_S, load_image_isolated
-
         rgb, found = load_image_isolated(path, ctx.worker_faces, all_faces, ctx.timeout or DEFAULT_TIMEOUT_S)
     else:
         rgb = load_rgb(path)
@@ -183,14 +181,10 @@ def _video_result(ctx: _Ctx, path: Path, frames: int, every: int | None, aggrega
     res = {"path": str(path), "kind": "video", "score": None, "label": None, "faces": [], "frames": [], "error": None}
     info: list = []
     if ctx.isolate:
-        from fakelite.deploy.isolated import DEFAULT_TIMEOUT_S, read_video_isolated
-
         t = ctx.timeout or DEFAULT_TIMEOUT_S  # without progress (between two sampled frames); 10× in all
         gen = read_video_isolated(path, frames, every, info_out=info, faces=ctx.worker_faces, all_faces=all_faces,
                                   timeout=10 * t, per_frame_timeout=t)
     else:
-        from fakelite.data.video_reader import read_video
-
         gen = ((i, t, rgb, None) for i, t, rgb in read_video(path, frames, every, info_out=info))
     for idx, t, rgb, found in gen:
         fr: dict[str, Any] = {"index": idx, "time": round(t, 4), "score": None, "faces": []}
@@ -262,8 +256,6 @@ def detect_paths(detector, paths: list[str | Path], faces: str = "auto", frames:
     left-outs and the error results), `not_read_files` ([{"path", "reason"}] of the walk's), `resumed` (results
     taken from `jsonl`) and `files` (results + walk left-outs: every file accounted for).
     """
-    from fakelite.utils.progress import progress_bar
-
     ctx = _Ctx(detector, faces, face_detector, face_resize, isolate, timeout)
     files, results, walk = collect_paths(paths)
     log = ResultLog(jsonl, resume) if jsonl is not None else None
@@ -301,8 +293,6 @@ def detect_paths(detector, paths: list[str | Path], faces: str = "auto", frames:
 def annotate_video(src: str | Path, result: dict[str, Any], out: str | Path, threshold: float) -> Path:
     """Write `out` (mp4v): every frame (upright) with the boxes/scores of the latest sampled frame and the verdict."""
     import cv2
-
-    from fakelite.data.video_reader import probe_video, read_video
 
     info = probe_video(src)
     out = Path(out)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fakelite.deploy.litert import open_interpreter
+from fakelite.deploy.samples import fetch
+
 MARGIN = 1.3
 
 
@@ -76,9 +79,6 @@ class BlazeFaceDetector:
     name = "blazeface"
 
     def __init__(self, score_threshold: float = 0.6, iou: float = 0.3, threads: int | None = 1):
-        from fakelite.deploy.litert import open_interpreter
-        from fakelite.deploy.samples import fetch
-
         self._interp = open_interpreter(fetch("blazeface_short.tflite"), threads)
         self._in = self._interp.get_input_details()[0]
         outs = {o["name"]: o for o in self._interp.get_output_details()}

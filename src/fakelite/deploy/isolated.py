@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from fakelite.data.io import BadInput
-from fakelite.data.video_reader import VideoInfo
+from fakelite.data.io import BadInput, exif_size, load_rgb, register_heif
+from fakelite.data.video_reader import VideoInfo, probe_video, read_video
+from fakelite.deploy.faces import make_face_detector
 
 HEADER = struct.Struct(">IQ")
 DEFAULT_TIMEOUT_S = 120.0  # one file: decode (+ faces) of an image or of a video's sampled frames
@@ -106,8 +107,6 @@ class _Child:
         if not spec:
             return None
         if spec not in self._fds:
-            from fakelite.deploy.faces import make_face_detector
-
             self._fds[spec] = make_face_detector(spec)
         found = self._fds[spec](rgb)
         if not all_faces:
@@ -119,21 +118,15 @@ class _Child:
         _fault(os.fsencode(path))
         op = req["op"]
         if op == "image":
-            from fakelite.data.io import load_rgb
-
             rgb = load_rgb(path)
             self.send({"type": "image", "faces": self.faces(rgb, req.get("faces"), req.get("all_faces", False))}, rgb)
         elif op == "image_size":
             w, h = _image_size(path)
             self.send({"type": "size", "width": w, "height": h})
         elif op == "probe":
-            from fakelite.data.video_reader import probe_video
-
             info = probe_video(path, req.get("max_frames"), req.get("max_seconds"))
             self.send({"type": "info", "info": info.report()})
         elif op == "video":
-            from fakelite.data.video_reader import read_video
-
             info: list = []
             gen = read_video(path, req.get("frames"), req.get("every"), info_out=info,
                              max_frames=req.get("max_frames"), max_seconds=req.get("max_seconds"),
@@ -151,8 +144,6 @@ def _image_size(path: str) -> tuple[int, int]:
     import warnings
 
     from PIL import Image
-
-    from fakelite.data.io import exif_size, register_heif
 
     register_heif()
     try:

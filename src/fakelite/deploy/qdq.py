@@ -2,8 +2,8 @@
 
 ``export --format onnx`` writes an integer graph tuned for ONNX Runtime (QLinearConv, ConvInteger and the
 ``com.microsoft`` contrib op MatMulIntegerToFloat); OpenVINO cannot read the contrib op. This module writes the
-same integer model (``onnx.integer_module``: BN folded, the same codes, biases, requantization multipliers) with
-standard ops only — the QDQ form every runtime's quantization fusion recognises:
+same integer model (``fakelite.deploy.lowering.lower``: BN folded, the same codes, biases, requantization
+multipliers) with standard ops only — this module's kernels (``QDQ_KERNELS``) — the QDQ form every runtime's quantization fusion recognises:
 
 * a conv whose output goes (BN, ReLU) only into the next conv's uniform input quantizer (inside residual blocks):
   ``DequantizeLinear(x codes) → Conv(DequantizeLinear(int8 weight codes, per-channel scale), DequantizeLinear(int32
@@ -31,46 +31,54 @@ from typing import Any
 import torch
 from torch import nn
 
-from fakelite.deploy.onnx import (
-    EMIT_QDQ,
-    _const,
-    _conv_attrs,
-    _torch_export,
-    export_header,
-    integer_module,
+from fakelite.deploy.lowering import (
+    Kernels,
+    emulated_act,
+    emulated_conv_integer,
+    emulated_qlinear,
     layer_modes,
+    lower,
+    traced_kernel,
+)
+from fakelite.deploy.onnx_graph import (
+    const,
+    conv_attrs,
+    export_header,
     op_counts,
+    quant_act_symbolic,
+    torch_export,
     write_metadata,
 )
+from fakelite.quant.cqb import spatial_pool
 
 
 def _dq_weight(g, p: dict[str, Any]):
     codes = p["codes"]
     o = codes.shape[0]
     if p.get("w_u8"):  # 8-bit activations with large codes: uint8 weights (codes + 128) so pair sums cannot saturate
-        w = _const(g, (codes.to(torch.int16) + 128).to(torch.uint8), torch.uint8)
-        wz = _const(g, torch.full((o,), 128, dtype=torch.uint8), torch.uint8)
+        w = const(g, (codes.to(torch.int16) + 128).to(torch.uint8), torch.uint8)
+        wz = const(g, torch.full((o,), 128, dtype=torch.uint8), torch.uint8)
     else:
-        w = _const(g, codes.to(torch.int8), torch.int8)
-        wz = _const(g, torch.zeros(o, dtype=torch.int8), torch.int8)
-    return g.op("DequantizeLinear", w, _const(g, p["w_scale"].float(), torch.float32), wz, axis_i=0)
+        w = const(g, codes.to(torch.int8), torch.int8)
+        wz = const(g, torch.zeros(o, dtype=torch.int8), torch.int8)
+    return g.op("DequantizeLinear", w, const(g, p["w_scale"].float(), torch.float32), wz, axis_i=0)
 
 
 def _dq_input(g, xq, p: dict[str, Any]):
-    return g.op("DequantizeLinear", xq, _const(g, float(p["x_scale"]), torch.float32),
-                _const(g, int(p["x_zp"]), torch.uint8))
+    return g.op("DequantizeLinear", xq, const(g, float(p["x_scale"]), torch.float32),
+                const(g, int(p["x_zp"]), torch.uint8))
 
 
 def qlinear_conv_qdq(g, xq, p: dict[str, Any]):
     """DQ → Conv → Q (+ uint8 Clip) of a fused conv plan (the QLinearConv plan of `ExportConv.fuse_into`)."""
     o = p["codes"].shape[0]
     b_scale = torch.tensor(p["x_scale"], dtype=torch.float32) * p["w_scale"].float()  # what QLinearConv assumes
-    b = g.op("DequantizeLinear", _const(g, p["bias_q"].to(torch.int32), torch.int32), _const(g, b_scale, torch.float32),
-             _const(g, torch.zeros(o, dtype=torch.int32), torch.int32), axis_i=0)
-    y = g.op("Conv", _dq_input(g, xq, p), _dq_weight(g, p), b, **_conv_attrs(p))
-    q = g.op("QuantizeLinear", y, _const(g, float(p["y_scale"]), torch.float32), _const(g, int(p["y_zp"]), torch.uint8))
+    b = g.op("DequantizeLinear", const(g, p["bias_q"].to(torch.int32), torch.int32), const(g, b_scale, torch.float32),
+             const(g, torch.zeros(o, dtype=torch.int32), torch.int32), axis_i=0)
+    y = g.op("Conv", _dq_input(g, xq, p), _dq_weight(g, p), b, **conv_attrs(p))
+    q = g.op("QuantizeLinear", y, const(g, float(p["y_scale"]), torch.float32), const(g, int(p["y_zp"]), torch.uint8))
     if p["clip_lo"] > 0 or p["clip_hi"] < 255:
-        q = g.op("Clip", q, _const(g, p["clip_lo"], torch.uint8), _const(g, p["clip_hi"], torch.uint8))
+        q = g.op("Clip", q, const(g, p["clip_lo"], torch.uint8), const(g, p["clip_hi"], torch.uint8))
     return q
 
 
@@ -78,8 +86,8 @@ def conv_to_float_qdq(g, xq, p: dict[str, Any]):
     """DQ → Conv(+ float bias) of an integer conv whose output stays float (the ConvInteger plan)."""
     args = [_dq_input(g, xq, p), _dq_weight(g, p)]
     if p["bias"] is not None:
-        args.append(_const(g, p["bias"].float(), torch.float32))
-    return g.op("Conv", *args, **_conv_attrs(p))
+        args.append(const(g, p["bias"].float(), torch.float32))
+    return g.op("Conv", *args, **conv_attrs(p))
 
 
 def cqb_shortcut(x: torch.Tensor, cqb: nn.Module, coef: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
@@ -93,8 +101,6 @@ def cqb_shortcut(x: torch.Tensor, cqb: nn.Module, coef: torch.Tensor, out_hw: tu
     * equal channels: x · coef. Spatial average pooling (the conv's stride) stays AvgPool.
     Non-divisible channel ratios keep the CQB's own form. x: (N, C_in, H, W) float; returns (N, C_out, H', W').
     """
-    from fakelite.quant.cqb import spatial_pool
-
     x = spatial_pool(x, cqb.stride, out_hw)
     cin, cout = cqb.in_channels, cqb.out_channels
     c = coef.float()
@@ -109,6 +115,15 @@ def cqb_shortcut(x: torch.Tensor, cqb: nn.Module, coef: torch.Tensor, out_hw: tu
     return c.reshape(1, -1, 1, 1) * cqb.shortcut(x, out_hw)
 
 
+QDQ_KERNELS = Kernels(
+    "qdq",
+    quant_act=traced_kernel("_QuantAct", emulated_act, quant_act_symbolic),
+    qlinear_conv=traced_kernel("_QLinearConv", emulated_qlinear, qlinear_conv_qdq),
+    conv_integer=traced_kernel("_ConvInteger", emulated_conv_integer, conv_to_float_qdq),
+    cqb_shortcut=cqb_shortcut,
+)
+
+
 def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, strict: bool = False) -> dict[str, Any]:
     """QDQ ONNX of a quantized model (standard ops only). Returns {"path", "kind": "qdq", "layers", "ops"}.
 
@@ -119,16 +134,12 @@ def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, stri
     if not getattr(model, "fakelite_quant", None):
         raise ValueError("the QDQ export of fakelite's integer model needs a quantized model; for a full-precision "
                          "model use --int8 (ONNX Runtime static int8, also a QDQ graph)")
-    mod = integer_module(model, strict)
-    EMIT_QDQ["on"] = True
-    try:
-        _torch_export(mod, path, size or model.preprocess.crop)
-    finally:
-        EMIT_QDQ["on"] = False
+    mod = lower(model, QDQ_KERNELS, strict)
+    torch_export(mod, path, size or model.preprocess.crop)
     modes = layer_modes(mod)
     write_metadata(path, export_header(model, "qdq", layers=modes, strict=strict))
     ops = op_counts(path)
     contrib = [op for op in ops if op in ("MatMulIntegerToFloat", "QLinearConv", "ConvInteger", "MatMulInteger")]
-    if contrib:  # pragma: no cover - a symbolic that ignored EMIT_QDQ
+    if contrib:  # pragma: no cover - a kernel that wrote an ORT integer op
         raise RuntimeError(f"QDQ export wrote non-QDQ integer ops {contrib}")
     return {"path": str(path), "kind": "qdq", "layers": modes, "ops": ops}

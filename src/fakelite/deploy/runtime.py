@@ -13,20 +13,42 @@ interpreters are not re-entrant; an OpenVINO infer request neither) and left unl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fakelite.artifact import ArtifactError
+from fakelite.artifact import load as load_artifact
+from fakelite.data.io import BadInput, load_rgb, to_rgb
 from fakelite.data.preprocess import Preprocess
+from fakelite.data.transforms import aggregate_logits, eval_tensors, eval_transform
+from fakelite.deploy.autoselect import (
+    CACHE_FILE,
+    CANDIDATES,
+    NOTES,
+    Choice,
+    file_key,
+    installed,
+    read_cache,
+    time_detector,
+    write_cache,
+)
+from fakelite.deploy.backends import ALIASES, RUNTIMES
+from fakelite.deploy.host import host_info, host_key
+from fakelite.deploy.litert import open_interpreter, read_sidecar
+from fakelite.deploy.onnx_graph import read_metadata
+from fakelite.deploy.openvino import OpenVINORunner
+from fakelite.deploy.samples import cache_dir
+from fakelite.packaged import resolve_model
 
-BACKENDS = ("torch", "onnxruntime", "litert", "openvino")
 _SUFFIX = {".fakelite": "torch", ".onnx": "onnxruntime", ".tflite": "litert"}
-_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "tflite": "litert", "pytorch": "torch", "ov": "openvino"}
 
 
 @dataclass
@@ -47,8 +69,6 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 def _short_hash(header: dict[str, Any]) -> str:
     h = header.get("content_hash") or ""
     if not h:
-        import hashlib
-
         h = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
     return h[:8]
 
@@ -80,25 +100,20 @@ class Detector:
         """Open a .fakelite (torch), .onnx (onnxruntime or openvino) or .tflite (litert) file.
 
         backend "auto": a .onnx runs on the fastest installed runtime that can read it, by a short timed probe
-        cached per host and model (`fakelite.deploy.autoselect`); a .fakelite runs in torch, a .tflite in litert.
+        cached per host and model (`choose_backend`, `fakelite.deploy.autoselect`); a .fakelite runs in torch, a .tflite in litert.
         `det.backend_reason` says what was picked and why. Aliases: onnx → onnxruntime, tflite → litert.
         Raises fakelite.artifact.ArtifactError (a ValueError) with one line naming the file on any problem.
         """
-        from fakelite.artifact import ArtifactError
-        from fakelite.packaged import resolve_model
-
         path = resolve_model(path)  # a packaged name ("default", ...) → its file
-        backend = _ALIASES.get(backend, backend)
-        if backend != "auto" and backend not in BACKENDS:
-            raise ArtifactError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+        backend = ALIASES.get(backend, backend)
+        if backend != "auto" and backend not in RUNTIMES:
+            raise ArtifactError(f"unknown backend {backend!r}; choose one of auto, {', '.join(RUNTIMES)}")
         if not path.is_file():
             raise ArtifactError(f"{path}: no such model file")
         if backend != "auto":
             return cls.load_backend(path, backend, threads)
         if path.suffix.lower() not in _SUFFIX:
             raise ArtifactError(f"{path}: unknown model type (expected .fakelite, .onnx or .tflite)")
-        from fakelite.deploy.autoselect import choose_backend
-
         try:
             choice, loaded = choose_backend(path, threads)
         except ValueError as e:
@@ -123,13 +138,11 @@ class Detector:
     def _load_torch(cls, path: Path, threads: int | None) -> Detector:
         import torch
 
-        from fakelite.artifact import ArtifactError, load
-
         if path.suffix.lower() != ".fakelite":
             raise ArtifactError(f"{path}: the torch backend reads .fakelite files")
         if threads:
             torch.set_num_threads(threads)
-        model = load(path)
+        model = load_artifact(path)
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
@@ -142,9 +155,6 @@ class Detector:
     @classmethod
     def _load_onnx(cls, path: Path, threads: int | None) -> Detector:
         import onnxruntime as ort
-
-        from fakelite.artifact import ArtifactError
-        from fakelite.deploy.onnx import read_metadata
 
         try:
             header = read_metadata(path)
@@ -171,10 +181,6 @@ class Detector:
 
     @classmethod
     def _load_openvino(cls, path: Path, threads: int | None) -> Detector:
-        from fakelite.artifact import ArtifactError
-        from fakelite.deploy.onnx import read_metadata
-        from fakelite.deploy.openvino import OpenVINORunner
-
         if path.suffix.lower() != ".onnx":
             raise ArtifactError(f"{path}: the openvino backend reads .onnx files (fakelite export --format onnx-qdq)")
         try:
@@ -190,9 +196,6 @@ class Detector:
 
     @classmethod
     def _load_litert(cls, path: Path, threads: int | None) -> Detector:
-        from fakelite.artifact import ArtifactError
-        from fakelite.deploy.litert import open_interpreter, read_sidecar
-
         header = read_sidecar(path)
         interp = open_interpreter(path, threads)
         inp = interp.get_input_details()[0]
@@ -223,8 +226,6 @@ class Detector:
 
     # ------------------------------------------------------------------ inference
     def _to_array(self, x: Any) -> np.ndarray:
-        from fakelite.data.io import BadInput, load_rgb
-
         if isinstance(x, str | Path):
             return load_rgb(x)
         if isinstance(x, np.ndarray):
@@ -239,8 +240,6 @@ class Detector:
             from PIL import Image
 
             if isinstance(x, Image.Image):
-                from fakelite.data.io import to_rgb
-
                 return to_rgb(x)
         except ImportError:  # pragma: no cover
             pass
@@ -249,15 +248,11 @@ class Detector:
     def tensor(self, img: np.ndarray) -> np.ndarray:
         """Preprocess one RGB uint8 image into the model's (3, H, W) float32 input (the artifact's recipe; under the
         "tiles" policy the centre tile — `crops` gives all of them)."""
-        from fakelite.data.transforms import eval_transform
-
         return eval_transform(img, self.preprocess).numpy()
 
     def crops(self, img: np.ndarray) -> np.ndarray:
         """Every crop the scoring policy takes of one RGB uint8 image, as a (K, 3, H, W) float32 array
         (fakelite.data.transforms.eval_crops: K = 1 for "center" and "resize256")."""
-        from fakelite.data.transforms import eval_tensors
-
         return eval_tensors(img, self.preprocess).numpy()
 
     def set_scoring(self, policy: str | None = None, aggregate: str | None = None, topk: int | None = None,
@@ -270,8 +265,6 @@ class Detector:
     def image_logits(self, imgs: Sequence[np.ndarray]) -> np.ndarray:
         """One logit per RGB uint8 image: the policy's crops of all images are scored in shape-grouped batches,
         then each image's crop logits are combined by `aggregate_logits` (float64, shape (N,))."""
-        from fakelite.data.transforms import aggregate_logits
-
         per_image = [self.crops(img) for img in imgs]
         flat = [c for cs in per_image for c in cs]
         z = self._logits_of(flat)
@@ -340,3 +333,65 @@ class Detector:
 
     def __repr__(self) -> str:
         return f"Detector({self.model_id}, backend={self.backend}, threshold={self.threshold:.4f})"
+
+
+def choose_backend(path: str | Path, threads: int | None = None, *,
+                   load: Callable[[Path, str, int | None], Any] | None = None,
+                   measure: Callable[[Any], float] | None = None,
+                   candidates: tuple[str, ...] | None = None, cache: Path | None = None,
+                   use_cache: bool = True) -> tuple[Choice, dict[str, Any]]:
+    """Pick the fastest installed runtime for the model file `path` on this host.
+
+    load(path, backend, threads) → Detector (default `Detector.load`); measure(det) → median ms (default
+    `time_detector` at the model's crop size). Both are parameters so tests can drive the choice with a fake clock.
+    Returns (Choice, {backend: loaded Detector}) — the winner's Detector is reused by the caller; the dict is empty
+    when the choice came from the cache. Raises ValueError when no candidate can load the file (the reasons joined).
+    """
+    path = Path(path)
+    load = load or (lambda p, b, t: Detector.load_backend(p, b, t))
+    measure = measure or (lambda det: time_detector(det, det.preprocess.crop))
+    cands = candidates or CANDIDATES.get(path.suffix.lower(), ())
+    if not cands:
+        raise ValueError(f"{path}: unknown model type (expected .fakelite, .onnx or .tflite)")
+    skipped = {b: "not installed" for b in cands if not installed(b)}
+    avail = [b for b in cands if b not in skipped]
+    if not avail:
+        raise ValueError(f"{path}: no runtime installed for it (" + "; ".join(f"{b}: {r}" for b, r in skipped.items())
+                         + ")")
+    info = host_info(threads)
+    key = f"{host_key(info)}:{file_key(path)}:{threads or 0}"
+    cache_path = (cache or cache_dir()) / CACHE_FILE
+    if len(avail) > 1 and use_cache:
+        hit = read_cache(cache_path).get(key)
+        if isinstance(hit, dict) and hit.get("backend") in avail:
+            c = Choice(hit["backend"], hit.get("reason", "cached probe"), hit.get("median_ms", {}),
+                       hit.get("skipped", {}), cached=True)
+            return c, {}
+    loaded: dict[str, Any] = {}
+    errors: list[str] = []
+    for b in avail:
+        try:
+            loaded[b] = load(path, b, threads)
+        except (ValueError, RuntimeError) as e:  # ArtifactError is a ValueError: this runtime cannot read it
+            errors.append(str(e))
+            skipped[b] = str(e).removeprefix(f"{path}: ")[:160]
+    if not loaded:
+        raise ValueError(errors[0])  # every runtime failed: the first one's one-line error (it names the file)
+    if len(loaded) == 1:
+        (b,) = loaded
+        why = NOTES.get(path.suffix.lower(), "the only candidate") if len(cands) == 1 else \
+            "the only runtime that can run it here"
+        extra = f" ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else ""
+        return Choice(b, f"{b}: {why}{extra}", {}, skipped), loaded
+    ms = {b: round(float(measure(det)), 3) for b, det in loaded.items()}
+    best = min(ms, key=ms.get)
+    others = ", ".join(f"{b} {v:.2f} ms" for b, v in sorted(ms.items(), key=lambda kv: kv[1]) if b != best)
+    reason = (f"{best}: fastest in a timed probe on this host ({ms[best]:.2f} ms vs {others}; batch 1, "
+              f"{threads or 'default'} thread(s), {info['cpu']})")
+    choice = Choice(best, reason, ms, skipped)
+    if use_cache:
+        data = read_cache(cache_path)
+        data[key] = {**choice.to_dict(), "cached": False, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "model": str(path), "host": {k: info[k] for k in ("cpu", "flags", "runtimes")}}
+        write_cache(cache_path, data)
+    return choice, loaded

@@ -21,6 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from fakelite.data.io import BadInput, display_path
+from fakelite.deploy.faces import crop_face, make_face_detector
+from fakelite.deploy.isolated import FRAME_TIMEOUT_S, probe_video_isolated, read_video_isolated
+from fakelite.deploy.signals import stop_on_signals
+
 
 class LatestFrame:
     """Grabber thread holding only the most recent frame of a cv2.VideoCapture source."""
@@ -32,17 +37,12 @@ class LatestFrame:
             try:
                 os.fsdecode(source).encode("utf-8")
             except UnicodeEncodeError:  # never hand OpenCV a name that is not UTF-8 (it crashes on it)
-                from fakelite.data.io import display_path
-
                 raise RuntimeError(f"{display_path(source)}: no such file") from None
         self.cap = None
         self.error: str | None = None
         self.info: list = []
         self._worker: list = []
         if self.is_file:
-            from fakelite.data.io import BadInput
-            from fakelite.deploy.isolated import FRAME_TIMEOUT_S, probe_video_isolated, read_video_isolated
-
             try:
                 fps = probe_video_isolated(source).fps
             except BadInput as e:
@@ -92,8 +92,6 @@ class LatestFrame:
     def _read(self) -> tuple[bool, np.ndarray | None]:
         if self.cap is not None:
             return self.cap.read()
-        from fakelite.data.io import BadInput
-
         try:
             _, _, rgb, _ = next(self._frames)
         except StopIteration:
@@ -133,8 +131,6 @@ def run_stream(detector, source: str | int, display: bool = True, json_log: Path
     """Run the loop until the source ends (or max_frames processed / 'q' pressed / SIGINT or SIGTERM received);
     returns the summary (and writes `json_log`) in every one of those cases. summary["stopped_by"] names the
     signal that ended the loop (None otherwise)."""
-    from fakelite.deploy.signals import stop_on_signals
-
     with stop_on_signals() as stop:
         return _run_stream(detector, source, display, json_log, max_frames, face_detector, realtime, on_frame, stop)
 
@@ -142,8 +138,6 @@ def run_stream(detector, source: str | int, display: bool = True, json_log: Path
 def _run_stream(detector, source, display, json_log, max_frames, face_detector, realtime, on_frame,
                 stop) -> dict[str, Any]:
     import cv2
-
-    from fakelite.deploy.faces import crop_face, make_face_detector
 
     fd = make_face_detector(face_detector)
     grab = LatestFrame(source, realtime=realtime)

@@ -26,7 +26,8 @@ from fakelite.data.synth.source import FaceSynthError
 from fakelite.data.transforms import single_crop
 from fakelite.data.wild.build import HELDOUT_FAMILIES, build_wildsynth
 from fakelite.deploy.bench import compare
-from fakelite.deploy.onnx import export_onnx, parity
+from fakelite.deploy.onnx import export_onnx
+from fakelite.deploy.parity import parity
 from fakelite.deploy.realcheck import RealCheckError, run_real_check
 from fakelite.deploy.runtime import Detector
 from fakelite.eval import policy_tables

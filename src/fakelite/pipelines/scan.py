@@ -12,7 +12,7 @@ files; N workers give N files in flight. With `use_ray=True` (or `$RAY_ADDRESS` 
 runs on Ray Data instead: the file list becomes a dataset, `map_batches` runs it on an actor pool of Detectors
 (one CPU each), and the rows stream back to the driver, which commits them to the same store.
 
-Results: one row per distinct file content (`fakelite.deploy.scan_store.COLUMNS`), committed exactly once by the
+Results: one row per distinct file content (`fakelite.pipelines.scan_store.COLUMNS`), committed exactly once by the
 driver (`ScanStore`). Before scoring, the driver skips every path whose committed row has the same size and
 mtime; workers hash each remaining file (SHA-256) and skip content already committed; the store drops a second
 result for the same content (a duplicate file elsewhere in the input). So a re-run after `kill -9` finishes the
@@ -34,9 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fakelite.artifact import ArtifactError
 from fakelite.data.io import VIDEO_EXTS
 from fakelite.deploy.detect import AGGREGATES, FACE_MODES, detect_file, expand_paths
-from fakelite.deploy.scan_store import ScanStore, ScanStoreError
+from fakelite.deploy.faces import make_face_detector
+from fakelite.deploy.runtime import Detector
+from fakelite.pipelines.scan_store import COLUMNS, ScanStore, ScanStoreError, rows_to_table
 
 LIST_SUFFIXES = {".txt", ".lst", ".csv"}
 CRASH_TEST_ENV = "FAKELITE_SCAN_TEST_CRASH_ON"  # tests only: a worker segfaults on paths ending with this
@@ -137,9 +140,6 @@ class FileScorer:
 
     def __init__(self, model: str, options: ScanOptions, model_sha256: str, skip_hashes: Iterable[str] = (),
                  backend: str = "auto", threads: int = 1):
-        from fakelite.deploy.faces import make_face_detector
-        from fakelite.deploy.runtime import Detector
-
         self.det = Detector.load(model, backend=backend, threads=threads)
         self.opts = options
         self.model_sha256 = model_sha256
@@ -314,8 +314,6 @@ class RayScorer:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from fakelite.deploy.scan_store import COLUMNS, rows_to_table
-
         rows = [self.scorer(p) for p in batch.column("path").to_pylist()]
         table = rows_to_table(rows)
         dup = pa.array([bool(r.get("_duplicate")) for r in rows], pa.bool_())
@@ -366,9 +364,6 @@ def run_scan(inputs: Iterable[str | os.PathLike], model: str | os.PathLike, out:
     Returns the summary dict (counts, label counts, errors by message, rate in files/s, wall seconds).
     Raises ScanError / ScanStoreError (one line) when the scan cannot start.
     """
-    from fakelite.artifact import ArtifactError
-    from fakelite.deploy.runtime import Detector
-
     options = (options or ScanOptions()).validate()
     if workers < 1:
         raise ScanError("--workers must be >= 1")
