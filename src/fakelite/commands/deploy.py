@@ -274,7 +274,7 @@ def bench_command(
     """
     import tempfile
 
-    from fakelite.deploy.bench import bench_name, prepare, run_bench
+    from fakelite.deploy.bench import bench_name, model_macs, prepare, run_bench
     from fakelite.deploy.bench import compare as run_compare
 
     names = [b.strip() for b in (compare or backend).split(",") if b.strip()]
@@ -303,7 +303,7 @@ def bench_command(
             with tempfile.TemporaryDirectory() as td:
                 f = prepare(model, names[0], Path(td), data)
                 res = run_bench(f, names[0], size, threads, batch, runs=runs, policy=policy, aggregate=aggregate,
-                                image_size=image_size)
+                                image_size=image_size, macs=model_macs(model, size))
     except (ValueError, RuntimeError) as e:
         fail(str(e))
     typer.echo(bench_table(res))
