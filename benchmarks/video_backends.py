@@ -9,8 +9,8 @@ is loaded once (`Detector.load(file, backend=..., threads=...)`) and scores `--f
 single_face.mp4 (640×360) with `detect_paths(..., face_detector="blazeface")`. After one warm-up pass each, the
 entries run round-robin `--rounds` times (a load spike hits all alike); frames/s = frames / median seconds of a pass.
 `--policy` sets the scoring policy (default: the model's own, e.g. the packaged models' tiles-mean: up to 16 crops
-per face); `--no-isolate` decodes in this process (as `fakelite stream` does) instead of `detect`'s isolated worker
-process, whose start-up (~0.5 s) is paid once per file and dominates a 32-frame pass.
+per face); `--no-isolate` decodes (and finds faces) in this process instead of in `detect`'s isolated worker
+process (deploy/isolated.py), which runs beside the scoring.
 """
 
 from __future__ import annotations
