@@ -177,7 +177,11 @@ def test_exact_qdq_is_the_integer_model_in_onnxruntime(name, tmp_path):
     flips at a float-rounding boundary); the exact form must agree to float noise."""
     from fakelite.artifact import load
     from fakelite.deploy.onnx import integer_module
-    from fakelite.deploy.onnx_graph import ORT_EXACT_DISABLED_OPTIMIZERS, ort_disabled_optimizers, read_metadata
+    from fakelite.deploy.onnx_graph import (
+        ORT_EXACT_DISABLED_OPTIMIZERS,
+        ort_disabled_optimizers,
+        read_metadata,
+    )
     from fakelite.deploy.runtime import Detector
     from fakelite.packaged import resolve_model
 
