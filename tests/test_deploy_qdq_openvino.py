@@ -161,6 +161,16 @@ def test_export_cli_qdq(tiny_data, tmp_path):
                                     str(out), "--data", str(tiny_data / "test"), "--check", "4"])
     assert r.exit_code == 0, r.output
     assert "qdq" in r.output and "DequantizeLinear" in r.output and "same decisions 4/4" in r.output
+    r = CliRunner().invoke(_app(), ["export", "--model", str(tmp_path / "q.fakelite"), "--format", "onnx-qdq",
+                                    "--exact", "--out", str(tmp_path / "qx.onnx"), "--data", str(tiny_data / "test"),
+                                    "--check", "4"])
+    assert r.exit_code == 0 and "same decisions 4/4" in r.output, r.output
+    from fakelite.deploy.onnx_graph import read_metadata
+
+    assert read_metadata(tmp_path / "qx.onnx")["export"]["exact"] is True
+    r = CliRunner().invoke(_app(), ["export", "--model", str(tmp_path / "q.fakelite"), "--exact", "--out",
+                                    str(tmp_path / "qi.onnx")])
+    assert r.exit_code != 0 and "--exact" in r.output
     js = tmp_path / "b.json"
     r = CliRunner().invoke(_app(), ["bench", "--model", str(out), "--backend", "openvino", "--size", "32", "--runs", "2",
                                     "--json", str(js)])
