@@ -5,7 +5,8 @@
 
 For every image under --data (the model's eval preprocessing): the fake-quant PyTorch model (the reference
 `fakelite eval` reports), its integer deploy form in PyTorch (`integer_module`), and the exported files in their
-runtimes — the ORT integer graph on ONNX Runtime, the standard QDQ graph on ONNX Runtime and on OpenVINO. Each
+runtimes — the ORT integer graph on ONNX Runtime, the standard QDQ graph and its exact form (`export --format
+onnx-qdq --exact`) on ONNX Runtime and on OpenVINO. Each
 row: same decisions at the model's threshold, max and mean |Δlogit| vs the fake-quant model, and max |Δlogit| vs
 the integer model (the arithmetic the graphs implement).
 """
@@ -45,9 +46,11 @@ def run(model_path: Path, data: Path) -> list[dict]:
     with tempfile.TemporaryDirectory() as td:
         export_onnx(m, Path(td) / "int.onnx")
         export_onnx(m, Path(td) / "qdq.onnx", qdq=True)
-        forms = [("ORT integer graph", "int.onnx", "onnxruntime"), ("QDQ graph", "qdq.onnx", "onnxruntime")]
+        export_onnx(m, Path(td) / "qdq_exact.onnx", qdq=True, exact=True)
+        forms = [("ORT integer graph", "int.onnx", "onnxruntime"), ("QDQ graph", "qdq.onnx", "onnxruntime"),
+                 ("exact QDQ graph", "qdq_exact.onnx", "onnxruntime")]
         if installed("openvino"):
-            forms.append(("QDQ graph", "qdq.onnx", "openvino"))
+            forms += [("QDQ graph", "qdq.onnx", "openvino"), ("exact QDQ graph", "qdq_exact.onnx", "openvino")]
         for graph, f, backend in forms:
             det = Detector.load(Path(td) / f, backend=backend, threads=2)
             got = _batched(lambda b, det=det: det.logits(b.numpy()), x)
@@ -72,7 +75,7 @@ def main() -> None:
     print("| model | graph | runtime | images | same decisions | max \\|Δlogit\\| vs fake-quant | mean | "
           "max vs integer model |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {Path(r['model']).parent.name} | {r['graph']} | {r['backend']} | {r['n']} | {r['same_decisions']} | "
+        print(f"| {Path(r['model']).parent.name}/{Path(r['model']).stem} | {r['graph']} | {r['backend']} | {r['n']} | {r['same_decisions']} | "
               f"{r['max_abs_logit_diff']:.3g} | {r['mean_abs_logit_diff']:.3g} | {r['max_abs_diff_vs_integer_model']:.2g} |")
     if a.json:
         from fakelite.deploy.host import host_info

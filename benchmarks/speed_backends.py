@@ -8,7 +8,8 @@ graph (`--format onnx-qdq`) — and the FP model as FP32 ONNX. Every (file, runt
 (`Detector.load(..., backend=...)`, 1 thread each), warmed up, and then timed round-robin: one batch-1 call per
 entry per round, so a load spike on a shared machine hits all entries alike and the ratios stay meaningful where
 absolute times do not. Reports the median ms, GMAC/s (the model's conv/linear MACs at that size / median), the
-fastest runtime per model, and the host (CPU model, int8 flags, runtime versions).
+fraction of the host's int8 peak (`deploy.host.int8_peak`: threads × clock × int8 MACs/cycle/core of the best ISA,
+docs/deploy.md "Roofline"), the fastest runtime per model, and the host (CPU model, int8 flags, runtime versions).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from fakelite.deploy.host import describe, host_info, host_kind
+    from fakelite.deploy.host import describe, host_info, host_kind, int8_peak, rates
     from fakelite.deploy.runtime import Detector
     from fakelite.quant.cost import model_cost
 
@@ -90,25 +91,31 @@ def main() -> None:
     out = []
     for r in rows:
         med = float(np.median(r["t"]) * 1e3)
+        rt = rates(r["macs"], med, host, 1)
         out.append({k: r[k] for k in ("model", "graph", "backend", "macs", "bytes")}
                    | {"median_ms": round(med, 3), "p90_ms": round(float(np.percentile(r["t"], 90) * 1e3), 3),
-                      "gmac_per_s": round(r["macs"] / med / 1e6, 1)})
+                      "gmac_per_s": round(r["macs"] / med / 1e6, 1), "peak_fraction": rt["peak_fraction"]})
     t0 = float(np.median(base["t"]) * 1e3)
     fastest: dict[str, dict] = {}
     for r in out:
         if r["model"] not in fastest or r["median_ms"] < fastest[r["model"]]["median_ms"]:
             fastest[r["model"]] = r
     print(f"Host ({host_kind(host)}): {describe(host)}; batch 1, {a.size}², 1 thread, median of {a.rounds} "
-          f"interleaved rounds\n")
-    print("| model | graph | runtime | median ms | p90 ms | GMAC/s | vs FP32 PyTorch | fastest for the model |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"interleaved rounds")
+    peak = int8_peak(host, 1)
+    print(f"int8 peak: {peak['gmac_per_s']:.0f} GMAC/s = 1 thread × {peak['mhz']:.0f} MHz × "
+          f"{peak['macs_per_cycle']:g} MACs/cycle ({peak['source']})\n" if peak else "int8 peak: unknown here\n")
+    print("| model | graph | runtime | median ms | p90 ms | GMAC/s | % int8 peak | vs FP32 PyTorch | fastest for the "
+          "model |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in out:
         star = "**yes**" if fastest[r["model"]] is r else ""
+        pct = "" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}"
         print(f"| {r['model']} | {r['graph']} | {r['backend']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
-              f"{r['gmac_per_s']:.0f} | {t0 / r['median_ms']:.2f}× | {star} |")
+              f"{r['gmac_per_s']:.0f} | {pct} | {t0 / r['median_ms']:.2f}× | {star} |")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"host": host, "size": a.size, "rounds": a.rounds, "rows": out,
+        a.out.write_text(json.dumps({"host": host, "int8_peak": peak, "size": a.size, "rounds": a.rounds, "rows": out,
                                      "fastest": {k: {"graph": v["graph"], "backend": v["backend"],
                                                      "median_ms": v["median_ms"]} for k, v in fastest.items()}},
                                     indent=1))

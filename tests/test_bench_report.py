@@ -42,6 +42,38 @@ def test_compare_against_fp32_pytorch(w2a2, tiny_fp_model, tmp_path):
     for b, rr in res["results"].items():
         assert ratios[b] == pytest.approx(base / rr["latency_ms"]["median"], rel=1e-2)
     assert "vs torch-fp32" in r.output and "fake-quant" not in r.output
+    import fakelite
+    from fakelite.quant.cost import layer_macs
+
+    macs = sum(x["macs"] for x in layer_macs(fakelite.load(w2a2), 32))
+    assert macs > 0
+    for b, rr in res["results"].items():  # GMAC/s = the model's MACs at 32² / median latency
+        assert rr["macs"] == macs, b
+        assert rr["gmac_per_s"] == pytest.approx(macs / rr["latency_ms"]["median"] / 1e6, rel=2e-2, abs=0.01)
+        if rr["int8_peak_gmac_per_s"] is not None:
+            assert rr["peak_fraction"] == pytest.approx(rr["gmac_per_s"] / rr["int8_peak_gmac_per_s"], rel=2e-2,
+                                                        abs=1e-4)
+    assert "GMAC/s" in r.output
+
+
+def test_int8_peak_from_fixed_flags_and_clock():
+    """Peak = threads × MHz × int8 MACs/cycle/core of the best ISA (docs/deploy.md, Roofline), hand-computed."""
+    from fakelite.deploy.host import int8_peak, rates
+
+    zen5 = {"flags": ["avx2", "avx512bw", "avx512_vnni", "avx512f"], "mhz": 2596.096, "vendor": "AuthenticAMD",
+            "cpu_family": 26, "usable_cpus": 2}
+    p = int8_peak(zen5, threads=2)  # 2 × 2596.096e6 × 64 MACs × 2 instr/cycle = 664.6 GMAC/s
+    assert p["gmac_per_s"] == 664.6 and p["macs_per_cycle"] == 128 and p["threads"] == 2
+    assert int8_peak(zen5 | {"cpu_family": 25}, threads=1)["gmac_per_s"] == 166.2  # Zen 4: 1 × 2596.096 × 64 = 166.15
+    assert int8_peak(zen5, threads=8)["threads"] == 2  # capped at the usable CPUs
+    amx = {"flags": ["amx_int8", "avx512_vnni"], "mhz": 2000.0}
+    assert int8_peak(amx, threads=1)["gmac_per_s"] == 2048.0  # 1 × 2 GHz × 1024
+    avx2 = {"flags": ["avx2", "fma"], "mhz": 3000.0}
+    assert int8_peak(avx2, threads=1)["gmac_per_s"] == 64.0  # 3 GHz × 32/3 MACs × 2 ports
+    assert int8_peak({"flags": ["avx2"], "mhz": None}) is None and int8_peak({"flags": [], "mhz": 3000.0}) is None
+    r = rates(1_720_000_000, 10.0, avx2, threads=1)  # 1.72 GMAC in 10 ms = 172 GMAC/s > the AVX2 peak of 64
+    assert r["gmac_per_s"] == 172.0 and r["peak_fraction"] == pytest.approx(172 / 64, rel=1e-3)
+    assert rates(None, 10.0, avx2)["gmac_per_s"] is None
 
 
 def test_fake_quant_baseline_is_named(w2a2):

@@ -23,7 +23,21 @@ def test_quick_demo_exports_and_times_both_integer_models(facesynth_quick, tmp_p
     w2, w4 = speed["parity"]["w2a2"], speed["parity"]["w4a4"]
     assert w4["n"] > 0 and w4["same_decisions"] == w4["n"]
     assert w2["n"] > 0 and w2["same_decisions"] >= w2["n"] - 2  # SLR ties at float noise (docs/deploy.md, Parity)
-    assert set(speed["bench"]) == {"FP32 torch", "FP32 onnx", "W2A2 integer ONNX", "W4A4 integer ONNX"}
+    from fakelite.deploy.autoselect import installed
+
+    rows = {"FP32 torch", "FP32 onnx", "W2A2 integer ONNX", "W4A4 integer ONNX", "W2A2 QDQ onnx", "W4A4 QDQ onnx"}
+    if installed("openvino"):
+        rows |= {"FP32 openvino", "W2A2 QDQ openvino", "W4A4 QDQ openvino"}
+    assert set(speed["bench"]) == rows
+    assert set(speed["fastest"]) == {"FP32", "W4A4", "W2A2"}
+    for model, f in speed["fastest"].items():  # the fastest row of each model is its smallest median
+        mine = [v for k, v in speed["bench"].items() if k.startswith(model)]
+        assert f["median_ms"] == min(v["latency_ms"]["median"] for v in mine)
+        assert speed["bench"][f["row"]]["runtime"] == f["runtime"] and f["row"] in r.output
+    ms = {k: v["median_ms"] for k, v in speed["fastest"].items()}
+    assert speed["ratios"]["fastest_w4a4_speedup_vs_fastest_fp32"] == pytest.approx(ms["FP32"] / ms["W4A4"], rel=1e-2)
+    assert speed["ratios"]["fastest_w2a2_latency_vs_fastest_w4a4"] == pytest.approx(ms["W2A2"] / ms["W4A4"], rel=1e-2)
+    assert all(row["gmac_per_s"] > 0 for row in speed["bench"].values())
     for name in ("w2a2", "w4a4"):
         assert (out / "export" / f"model_{name}_int.onnx").stat().st_size > 0
         assert json.loads((out / name / "eval.json").read_text())["mean"]["auc"] is not None

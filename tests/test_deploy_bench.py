@@ -37,6 +37,7 @@ def test_bench_json_and_export_cli(tiny_fp_model, tiny_data, tmp_path):
     assert KEYS <= set(d) and set(d["latency_ms"]) == {"median", "p90"}
     assert d["backend"] == "onnx" and d["size"] == 32 and d["model_bytes"] == onnx_path.stat().st_size
     assert 0 < d["latency_ms"]["median"] <= d["latency_ms"]["p90"]
+    assert d["macs"] is None and d["gmac_per_s"] is None  # a bare .onnx: no torch model to count MACs on
     res = r.invoke(_app(), ["bench", "--model", str(onnx_path), "--backend", "gpu"])
     assert res.exit_code != 0 and "unknown backend" in res.output
 

@@ -43,6 +43,9 @@ def export_command(
     data: Annotated[Path | None, typer.Option("--data", help="Images for calibration and the parity check")] = None,
     strict: Annotated[bool, typer.Option(help="Integer export: bit-exact codes everywhere (ConvInteger where a "
                                               "QLinearConv bias would round)")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="onnx-qdq: float-output convs as exact integer accumulators "
+                                                        "(ONNX Runtime then computes the integer model; OpenVINO "
+                                                        "runs those convs in float32)")] = False,
     check: Annotated[int, typer.Option("--check", help="Images for the parity check (0: skip)")] = 16,
     policy: Annotated[str | None, typer.Option("--policy", help=POLICY_HELP + "; stored in the graph's header")] = None,
     aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk (stored)")] = None,
@@ -62,6 +65,8 @@ def export_command(
     if format not in ("onnx", "onnx-qdq", "tflite"):
         fail(f"--format must be onnx, onnx-qdq or tflite, not {format!r}")
     qdq = qdq or format == "onnx-qdq"
+    if exact and not qdq:
+        fail("--exact is an option of the QDQ graph: use it with --format onnx-qdq")
     if qdq and format == "tflite":
         fail("--qdq is an ONNX graph form: use --format onnx-qdq")
     if format == "tflite":
@@ -94,7 +99,7 @@ def export_command(
         fail("--int8 for a full-precision model needs --data (calibration images)")
     cal = calibration_array(m.preprocess, data, calib) if int8 and not quant else None
     try:
-        rep = export_onnx(m, out, int8=int8, calib=cal, strict=strict, qdq=qdq)
+        rep = export_onnx(m, out, int8=int8, calib=cal, strict=strict, qdq=qdq, exact=exact)
     except ValueError as e:
         fail(str(e))
     from fakelite.deploy.export_report import op_summary
@@ -274,7 +279,7 @@ def bench_command(
     """
     import tempfile
 
-    from fakelite.deploy.bench import bench_name, prepare, run_bench
+    from fakelite.deploy.bench import bench_name, model_macs, prepare, run_bench
     from fakelite.deploy.bench import compare as run_compare
 
     names = [b.strip() for b in (compare or backend).split(",") if b.strip()]
@@ -303,7 +308,7 @@ def bench_command(
             with tempfile.TemporaryDirectory() as td:
                 f = prepare(model, names[0], Path(td), data)
                 res = run_bench(f, names[0], size, threads, batch, runs=runs, policy=policy, aggregate=aggregate,
-                                image_size=image_size)
+                                image_size=image_size, macs=model_macs(model, size))
     except (ValueError, RuntimeError) as e:
         fail(str(e))
     typer.echo(bench_table(res))

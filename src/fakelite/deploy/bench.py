@@ -6,7 +6,8 @@ on --data images, or on random input when none are given, which is fine for timi
 QDQ graph of a quantized model — `export --format onnx-qdq` —, ORT static int8 QDQ of an FP one) on ONNX Runtime,
 openvino (FP32 ONNX of an FP model, the QDQ graph of a quantized one, or the given .onnx) and openvino-qdq (the
 onnx-qdq file) on OpenVINO, tflite = litert (a given .tflite). Every result records the host (`host.host_info`). Warm-up runs, then timed runs:
-median and p90 latency, throughput (batch/median), peak RSS (ru_maxrss of this process), model bytes.
+median and p90 latency, throughput (batch/median), peak RSS (ru_maxrss of this process), model bytes, and — when
+the MACs are known (a .fakelite model) — achieved GMAC/s and the fraction of the host's int8 peak (`host.rates`).
 `compare` runs each backend in its own subprocess so RSS and thread pools do not mix.
 """
 
@@ -28,9 +29,10 @@ from fakelite.artifact import load
 from fakelite.data.folders import list_images
 from fakelite.data.io import BadInput, load_rgb
 from fakelite.data.transforms import eval_transform
-from fakelite.deploy.host import host_info
+from fakelite.deploy.host import host_info, rates
 from fakelite.deploy.onnx import export_onnx
 from fakelite.deploy.runtime import Detector
+from fakelite.quant.cost import layer_macs
 
 BENCH_BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-qdq", "openvino", "openvino-qdq", "tflite", "auto")
 # canonical runtime names (torch, onnxruntime, litert, openvino) accepted for the bench names above
@@ -84,6 +86,16 @@ def prepare(model_path: Path, backend: str, workdir: Path, calib_data: Path | No
     return out
 
 
+def model_macs(model_path: Path, size: int | None = None) -> int | None:
+    """Conv/Linear MACs of one (1, 3, size, size) input of a .fakelite (`quant.cost.layer_macs`; size defaults to
+    its crop); None for other files (.onnx/.tflite carry no torch model to count)."""
+    model_path = Path(model_path)
+    if model_path.suffix.lower() != ".fakelite" or not model_path.is_file():
+        return None
+    m = load(model_path)
+    return int(sum(r["macs"] for r in layer_macs(m, int(size or m.preprocess.crop))))
+
+
 def calibration_array(pre, data: Path | None, n: int, seed: int = 0) -> np.ndarray:
     """(n, 3, crop, crop) preprocessed images from `data` (any folder of images), else random normal input."""
     if data is not None:
@@ -125,9 +137,11 @@ def time_image_scoring(det, image_size: int, runs: int = 10, warmup: int = 2) ->
 
 def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 1, batch: int = 1,
               warmup: int = 5, runs: int = 30, min_seconds: float = 0.0, policy: str | None = None,
-              aggregate: str | None = None, image_size: int = 1024) -> dict[str, Any]:
+              aggregate: str | None = None, image_size: int = 1024, macs: int | None = None) -> dict[str, Any]:
     """Time `path` on one backend in this process; returns the bench JSON (DESIGN.md §3). With `policy`, also
-    "image": the end-to-end scoring of one image_size² image under that policy (`time_image_scoring`)."""
+    "image": the end-to-end scoring of one image_size² image under that policy (`time_image_scoring`). `macs`
+    (per image, `model_macs`) adds "macs", "gmac_per_s", "int8_peak_gmac_per_s", "peak_fraction", "peak_assumption"
+    (`host.rates`; None values when unknown)."""
     backend = bench_name(backend)
     det = Detector.load(path, backend=RUNTIME_OF[backend], threads=threads)
     size = size or det.preprocess.crop
@@ -147,6 +161,7 @@ def run_bench(path: Path, backend: str, size: int | None = None, threads: int = 
            "throughput_ips": round(batch * 1000.0 / med, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
            "model_bytes": int(Path(path).stat().st_size), "runs": len(times), "model": str(path),
            "runtime": det.backend, "backend_reason": det.backend_reason, "host": host_info(threads)}
+    res.update(rates(macs * batch if macs else None, med, res["host"], threads))
     if policy is not None or aggregate is not None:
         det.set_scoring(policy, aggregate)
         res["image"] = time_image_scoring(det, image_size, runs=max(3, runs // 3))
@@ -160,11 +175,12 @@ def compare(model_path: Path, backends: list[str], size: int | None = None, thre
     """Bench each backend in its own subprocess (`python -m fakelite.deploy.bench`) and compute ratios."""
     backends = [bench_name(b) for b in backends]
     results = {}
+    macs = model_macs(model_path, size)
     with tempfile.TemporaryDirectory() as td:
         for b in backends:
             f = prepare(model_path, b, Path(td), calib_data)
             cmd = [sys.executable, "-m", "fakelite.deploy.bench", str(f), b, str(size or 0), str(threads), str(batch),
-                   str(runs), policy or "-", aggregate or "-", str(image_size)]
+                   str(runs), policy or "-", aggregate or "-", str(image_size), str(macs or 0)]
             r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "FAKELITE_QUIET": "1"})
             if r.returncode != 0:
                 raise RuntimeError(f"bench {b} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
@@ -176,7 +192,7 @@ def compare(model_path: Path, backends: list[str], size: int | None = None, thre
 
 if __name__ == "__main__":  # subprocess entry used by compare()
     p, b, s, th, bt, n = sys.argv[1:7]
-    pol, agg, isz = (sys.argv[7:10] + ["-", "-", "1024"][len(sys.argv[7:10]):])
+    pol, agg, isz, mc = (sys.argv[7:11] + ["-", "-", "1024", "0"][len(sys.argv[7:11]):])
     print(json.dumps(run_bench(Path(p), b, int(s) or None, int(th), int(bt), runs=int(n),
                                policy=None if pol == "-" else pol, aggregate=None if agg == "-" else agg,
-                               image_size=int(isz))))
+                               image_size=int(isz), macs=int(mc) or None)))

@@ -38,14 +38,18 @@ def add_baseline(res: dict[str, Any], fp_res: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_table(res: dict[str, Any]) -> str:
-    """Fixed-width table: backend, median/p90 ms, img/s, peak RSS, model bytes, and the ratio column when there
-    is a baseline."""
+    """Fixed-width table: backend, median/p90 ms, img/s, peak RSS, model bytes, GMAC/s and the fraction of the
+    host's int8 peak when known, and the ratio column when there is a baseline."""
     rows, base, ratios = _rows(res)
     width = max(10, *(len(b) for b in rows))
     lines = []
     for b, r in rows.items():
         line = (f"{b:{width}s} median {r['latency_ms']['median']:8.2f} ms  p90 {r['latency_ms']['p90']:8.2f} ms  "
                 f"{r['throughput_ips']:8.1f} img/s  RSS {r['peak_rss_mb']:6.0f} MB  {r['model_bytes']:>11,} B")
+        if r.get("gmac_per_s"):
+            line += f"  {r['gmac_per_s']:7.1f} GMAC/s"
+            if r.get("peak_fraction") is not None:
+                line += f" ({100 * r['peak_fraction']:.1f} % of int8 peak {r['int8_peak_gmac_per_s']:.0f})"
         if base is not None and b in ratios:
             line += f"  ×{ratios[b]:.2f} vs {base}"
         lines.append(line)

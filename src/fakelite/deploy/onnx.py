@@ -217,11 +217,13 @@ def export_int8_static(model: nn.Module, path: str | Path, calib: np.ndarray, si
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, int8: bool = False, calib: np.ndarray | None = None,
-                size: int | None = None, strict: bool = False, qdq: bool = False) -> dict[str, Any]:
+                size: int | None = None, strict: bool = False, qdq: bool = False,
+                exact: bool = False) -> dict[str, Any]:
     """Export any fakelite model: quantized → integer graph (`qdq=True`: the standard QDQ graph that ONNX Runtime
-    and OpenVINO both fuse, `fakelite.deploy.qdq`); FP → FP32, or int8-static (a QDQ graph) with `int8=True`."""
+    and OpenVINO both fuse, `fakelite.deploy.qdq`; with `exact=True` its float-output convs in the exact form that
+    ONNX Runtime computes as the integer model); FP → FP32, or int8-static (a QDQ graph) with `int8=True`."""
     if getattr(model, "fakelite_quant", None) and qdq:
-        return export_qdq(model, path, size, strict)
+        return export_qdq(model, path, size, strict, exact)
     if getattr(model, "fakelite_quant", None):
         rep = export_integer(model, path, size, strict)
         rep["kind"] = "integer"

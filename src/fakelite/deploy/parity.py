@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fakelite.deploy.litert import run_tflite
+from fakelite.deploy.onnx_graph import ort_disabled_optimizers, read_metadata
 
 
 def parity(model: nn.Module, path: str | Path, inputs: torch.Tensor) -> dict[str, Any]:
@@ -21,7 +22,11 @@ def parity(model: nn.Module, path: str | Path, inputs: torch.Tensor) -> dict[str
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    try:
+        disabled = ort_disabled_optimizers(read_metadata(path))
+    except ValueError:  # an ONNX file without fakelite metadata
+        disabled = []
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
     with torch.no_grad():
         ref = model.eval()(inputs).reshape(-1).double().numpy()
     got = np.concatenate([sess.run(None, {"input": inputs[i : i + 1].numpy()})[0].reshape(-1)

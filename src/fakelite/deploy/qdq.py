@@ -90,6 +90,22 @@ def conv_to_float_qdq(g, xq, p: dict[str, Any]):
     return g.op("Conv", *args, **conv_attrs(p))
 
 
+def conv_to_float_exact(g, xq, p: dict[str, Any]):
+    """The ConvInteger plan exactly, in standard float ops (the `exact` QDQ form): Cast(codes) − zp → Conv with the
+    integer weight codes as float → × per-channel dequantization scale (+ bias). Every operand and partial sum is an
+    integer below 2²⁴, so any float32 Conv computes the integer accumulator exactly whatever its summation order
+    (no Winograd: fractional transforms would round); the scale and bias then round as `conv_integer_dequant` does.
+    Guaranteed for ≤ 4-bit inputs and weights (15·7·C·k² < 2²⁴ for any C·k² < 159 000); an 8-bit layer is exact while
+    its actual sums stay below 2²⁴. No DequantizeLinear feeds the Conv, so runtimes run it in float32 (OpenVINO
+    then loses that conv's int8 kernel; ONNX Runtime runs the default form's conv in float32 too)."""
+    x = g.op("Sub", g.op("Cast", xq, to_i=1), const(g, float(p["x_zp"]), torch.float32))
+    y = g.op("Conv", x, const(g, p["codes"].float(), torch.float32), **conv_attrs(p))
+    y = g.op("Mul", y, const(g, p["deq_scale"].float().reshape(1, -1, 1, 1), torch.float32))
+    if p["bias"] is not None:
+        y = g.op("Add", y, const(g, p["bias"].float().reshape(1, -1, 1, 1), torch.float32))
+    return y
+
+
 def cqb_shortcut(x: torch.Tensor, cqb: nn.Module, coef: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """coef[c] · shortcut(x)[c] of a CQB (QMDD eqs. 7–9) in ops that runtimes run fast, the same function:
 
@@ -122,10 +138,23 @@ QDQ_KERNELS = Kernels(
     conv_integer=traced_kernel("_ConvInteger", emulated_conv_integer, conv_to_float_qdq),
     cqb_shortcut=cqb_shortcut,
 )
+# float-output convs as exact integer arithmetic in float ops: the QDQ graph equals the integer model under ORT
+QDQ_EXACT_KERNELS = Kernels(
+    "qdq-exact",
+    quant_act=QDQ_KERNELS.quant_act,
+    qlinear_conv=QDQ_KERNELS.qlinear_conv,
+    conv_integer=traced_kernel("_ConvInteger", emulated_conv_integer, conv_to_float_exact),
+    cqb_shortcut=cqb_shortcut,
+)
 
 
-def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, strict: bool = False) -> dict[str, Any]:
+def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, strict: bool = False,
+               exact: bool = False) -> dict[str, Any]:
     """QDQ ONNX of a quantized model (standard ops only). Returns {"path", "kind": "qdq", "layers", "ops"}.
+
+    exact: float-output convs as `conv_to_float_exact` (integer accumulators in float ops) instead of
+    DequantizeLinear → Conv, so that ONNX Runtime computes the integer model (docs/deploy.md, "Parity of the QDQ
+    graph"); OpenVINO then runs those convs in float32.
 
     Raises ValueError for a full-precision model (export it with `int8=True` for ORT static int8, also QDQ).
     """
@@ -134,10 +163,10 @@ def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, stri
     if not getattr(model, "fakelite_quant", None):
         raise ValueError("the QDQ export of fakelite's integer model needs a quantized model; for a full-precision "
                          "model use --int8 (ONNX Runtime static int8, also a QDQ graph)")
-    mod = lower(model, QDQ_KERNELS, strict)
+    mod = lower(model, QDQ_EXACT_KERNELS if exact else QDQ_KERNELS, strict)
     torch_export(mod, path, size or model.preprocess.crop)
     modes = layer_modes(mod)
-    write_metadata(path, export_header(model, "qdq", layers=modes, strict=strict))
+    write_metadata(path, export_header(model, "qdq", layers=modes, strict=strict, exact=exact))
     ops = op_counts(path)
     contrib = [op for op in ops if op in ("MatMulIntegerToFloat", "QLinearConv", "ConvInteger", "MatMulInteger")]
     if contrib:  # pragma: no cover - a kernel that wrote an ORT integer op

@@ -43,7 +43,7 @@ from fakelite.deploy.autoselect import (
 from fakelite.deploy.backends import ALIASES, RUNTIMES
 from fakelite.deploy.host import host_info, host_key
 from fakelite.deploy.litert import open_interpreter, read_sidecar
-from fakelite.deploy.onnx_graph import read_metadata
+from fakelite.deploy.onnx_graph import ort_disabled_optimizers, read_metadata
 from fakelite.deploy.openvino import OpenVINORunner
 from fakelite.deploy.samples import cache_dir
 from fakelite.packaged import resolve_model
@@ -167,7 +167,8 @@ class Detector:
             so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         try:
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=ort_disabled_optimizers(header))
         except Exception as e:  # noqa: BLE001
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:120]})") from None
         name = sess.get_inputs()[0].name
