@@ -320,6 +320,8 @@ def markdown(runs: list[dict], cmd: str) -> str:
         row("200s per second vs 1 worker", lambda r: f"×{r['throughput_200_rps'] / r0['throughput_200_rps']:.2f}"),
         row("server CPU during the run (all processes) / cores it got", lambda r: f"{r['server_cpu_s']} s / "
             f"{r['server_cpu_s'] / r['wall_s']:.2f}"),
+        row("CPU of each worker (its process + decode process)",
+            lambda r: " / ".join(f"{v} s" for v in r.get("worker_cpu_s") or []) or "(one process)"),
         row("200s per server CPU-second", lambda r: f"{r['throughput_200_rps'] * r['wall_s'] / r['server_cpu_s']:.1f}"
             if r["server_cpu_s"] else "n/a"),
         row("load-test client CPU during the run / per request / share of client + server CPU",
@@ -455,11 +457,14 @@ def run_one(args: argparse.Namespace, workers: int) -> dict:
         stages0 = stage_totals(url, args.api_key)
         load_before = os.getloadavg()[0]
         cpu0 = cpu_seconds(proc.pid)
+        per_worker0 = {c: cpu_seconds(c) for c in children(proc.pid)} if workers > 1 else {}
         me0 = resource.getrusage(resource.RUSAGE_SELF)
         res = asyncio.run(run_load(url, args.requests, args.concurrency, args.max_seconds, args.image_size,
                                    args.api_key))
         me1 = resource.getrusage(resource.RUSAGE_SELF)
         res["server_cpu_s"] = round(cpu_seconds(proc.pid) - cpu0, 2)
+        # each worker's share (its process and decode process): both must have been busy for the ratio to mean much
+        res["worker_cpu_s"] = [round(cpu_seconds(c) - v, 2) for c, v in per_worker0.items()]
         res["client_cpu_s"] = round(me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime, 2)
         res["server_stages"] = stage_view(stages0, stage_totals(url, args.api_key), res["wall_s"])
         time.sleep(0.5)
