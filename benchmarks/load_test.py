@@ -35,6 +35,27 @@ import numpy as np
 from PIL import Image
 
 
+def host_line() -> str:
+    """CPU model, the SIMD flags that matter for inference, cores, Python and the kernel's autogroup setting."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name") and model in ("", platform.machine()):
+                model = ln.split(":", 1)[1].strip()
+            elif ln.startswith("flags"):
+                flags = set(ln.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        autogroup = False
+    return (f"{model} ({', '.join(simd) or 'no AVX2'}), {os.cpu_count()} CPU cores, Python "
+            f"{platform.python_version()}, scheduler autogroup {'on' if autogroup else 'off'}; shared with other "
+            "work (load average in the table)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -464,7 +485,8 @@ def run_one(args: argparse.Namespace, workers: int) -> dict:
         me1 = resource.getrusage(resource.RUSAGE_SELF)
         res["server_cpu_s"] = round(cpu_seconds(proc.pid) - cpu0, 2)
         # each worker's share (its process and decode process): both must have been busy for the ratio to mean much
-        res["worker_cpu_s"] = [round(cpu_seconds(c) - v, 2) for c, v in per_worker0.items()]
+        res["worker_cpu_s"] = [d for c, v in per_worker0.items()  # (uvicorn's idle helper process left out)
+                               if (d := round(cpu_seconds(c) - v, 2)) >= 0.1]
         res["client_cpu_s"] = round(me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime, 2)
         res["server_stages"] = stage_view(stages0, stage_totals(url, args.api_key), res["wall_s"])
         time.sleep(0.5)
@@ -567,8 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             res.update(note=args.note, model=args.model.name, model_bytes=args.model.stat().st_size,
                        image_size=args.image_size, server_concurrency=args.server_concurrency,
                        server_queue=args.server_queue, threads=args.threads,
-                       machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, Python "
-                               f"{platform.python_version()}, shared with other work (load average in the table)")
+                       machine=host_line())
             rnd["service"][w] = res
             print(json.dumps({k: res[k] for k in ("workers", "requests", "by_status", "wall_s", "server_cpu_s",
                                                   "client_cpu_s", "unexpected_errors", "busy_503", "bad_503",
