@@ -516,6 +516,11 @@ def run_one(args: argparse.Namespace, workers: int) -> dict:
     return res
 
 
+def _per_cpu(r: dict) -> float:
+    """200s per server CPU-second."""
+    return r["by_status"].get("200", 0) / r["server_cpu_s"] if r["server_cpu_s"] else float("nan")
+
+
 def repeats_markdown(rounds: list[dict], counts: list[int]) -> list[str]:
     """One row per round: each worker count's 200s/s, the ratio to 1 worker, and (with --ceiling) the no-HTTP rate
     of as many processes and the share of it the service reached."""
@@ -524,7 +529,7 @@ def repeats_markdown(rounds: list[dict], counts: list[int]) -> list[str]:
     head = ["round (order)", *[f"{w}w 200s/s" for w in counts], f"×({hi}w/1w)", "client CPU / server CPU"]
     if ceil:
         head += [*[f"no-HTTP {w} proc img/s" for w in counts], f"no-HTTP ×({hi}/1)",
-                 *[f"service/no-HTTP {w}w" for w in counts]]
+                 *[f"service/no-HTTP {w}w: rate · per CPU-s" for w in counts]]
     head.append("load avg before → after")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rounds):
@@ -535,9 +540,17 @@ def repeats_markdown(rounds: list[dict], counts: list[int]) -> list[str]:
         if ceil:
             c = r["ceiling"]
             row += [*[f"{c[w]['images_per_s']}" for w in counts], f"×{r['ceiling_ratio']:.2f}",
-                    *[f"{svc[w]['throughput_200_rps'] / c[w]['images_per_s']:.0%}" for w in counts]]
+                    *[f"{svc[w]['throughput_200_rps'] / c[w]['images_per_s']:.0%} · "
+                      f"{_per_cpu(svc[w]) / (c[w]['images'] / c[w]['cpu_s']):.0%}" for w in counts]]
         row.append(" · ".join(f"{svc[w]['load_before']:.1f} → {svc[w]['load_after']:.1f}" for w in counts))
         lines.append("| " + " | ".join(row) + " |")
+    cores = {w: [r["service"][w]["server_cpu_s"] / r["service"][w]["wall_s"] for r in rounds] for w in counts}
+    eff = [_per_cpu(r["service"][hi]) / _per_cpu(r["service"][min(counts)]) for r in rounds]
+    lines += ["", "Cores the server got (its CPU-seconds / wall seconds), median: "
+              + ", ".join(f"{w} worker{'s' if w > 1 else ''} {statistics.median(cores[w]):.2f}" for w in counts)
+              + f". 200s per server CPU-second, {hi} workers / 1 worker: median ×{statistics.median(eff):.2f} "
+              f"(range ×{min(eff):.2f}–×{max(eff):.2f}; ×1 would mean an answer costs the same CPU with either worker "
+              "count, so that requests/s follow the cores the workers get)."]
     ratios = [r["ratio"] for r in rounds]
     lines += ["", f"**×({hi} workers / 1 worker), 200s per second: median ×{statistics.median(ratios):.2f}, "
                   f"range ×{min(ratios):.2f}–×{max(ratios):.2f} over {len(rounds)} rounds.**"]
