@@ -322,7 +322,9 @@ def markdown(runs: list[dict], cmd: str) -> str:
         f"Machine: {r0['machine']}. Server: uvicorn with `--workers N`, each worker `--concurrency "
         f"{r0['server_concurrency']} --queue {r0['server_queue']}`" + (f" `--threads {r0['threads']}`" if r0["threads"] else "")
         + f"; model `{r0['model']}` ({r0['model_bytes'] / 1e6:.1f} MB); images {r0['image_size']}×{r0['image_size']}; "
-        "loopback only. The worker counts ran one after the other in this one invocation.",
+        "loopback only. The worker counts ran one after the other in this one invocation"
+        + (" (with --repeats: this table is the round with the median ratio; every round is listed below)."
+           if r0.get("repeats", 1) > 1 else "."),
         "",
         "Request mix: 80 % PNG, 10 % JPEG (expect 200), 5 % text named .jpg (expect 415), 5 % truncated JPEG "
         "(expect 422). A 503 counts as correct only with `Retry-After` and error code `busy`.",
@@ -601,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             res = run_one(args, w)
             res.update(note=args.note, model=args.model.name, model_bytes=args.model.stat().st_size,
                        image_size=args.image_size, server_concurrency=args.server_concurrency,
-                       server_queue=args.server_queue, threads=args.threads,
+                       server_queue=args.server_queue, threads=args.threads, repeats=args.repeats,
                        machine=host_line())
             rnd["service"][w] = res
             print(json.dumps({k: res[k] for k in ("workers", "requests", "by_status", "wall_s", "server_cpu_s",
@@ -616,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.ceiling:
             rnd["ceiling_ratio"] = rnd["ceiling"][max(counts)]["images_per_s"] / rnd["ceiling"][min(counts)]["images_per_s"]
         rounds.append(rnd)
-    runs = [rounds[-1]["service"][w] for w in counts]  # the detailed table: the last round
+    median_round = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
+    runs = [median_round["service"][w] for w in counts]  # the detailed table: the round with the median ratio
     cmd = "python benchmarks/load_test.py " + " ".join(a if " " not in a else repr(a) for a in (argv or sys.argv[1:]))
     text = markdown(runs, cmd)
     if args.repeats > 1 or args.ceiling:
