@@ -327,7 +327,10 @@ def markdown(runs: list[dict], cmd: str) -> str:
            if r0.get("repeats", 1) > 1 else "."),
         "",
         "Request mix: 80 % PNG, 10 % JPEG (expect 200), 5 % text named .jpg (expect 415), 5 % truncated JPEG "
-        "(expect 422). A 503 counts as correct only with `Retry-After` and error code `busy`.",
+        "(expect 422). A 503 counts as correct only with `Retry-After` and error code `busy`; a 200 must carry a "
+        "score. Client: one asyncio process, C keep-alive HTTP/1.1 connections (raw sockets), each multipart "
+        "request encoded once before the clock starts, each connection sending its next request when the answer "
+        "is in; its own CPU time is in the table.",
         "",
         head,
         "|---|" + "---|" * len(runs),
