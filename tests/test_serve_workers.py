@@ -3,6 +3,7 @@ the service keeps no state between requests (same request → same answer, on an
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import os
@@ -146,6 +147,12 @@ def test_serve_two_workers_one_port_metrics_summed(model_file, tmp_path):
             text = httpx.get(url + "/metrics").text
             assert _counter(text, "fakelite_http_requests_total", endpoint="/v1/detect", code="200") == n_ok
             assert "fakelite_model_ready 1.0" in text
+            # the per-stage times (the load test's server-side view) are summed over both workers too: every
+            # successful detection passed each stage once, and its detection took some time
+            for stage in ("upload", "queue", "detect"):
+                assert _counter(text, "fakelite_detect_stage_seconds_count", stage=stage) == n_ok
+            assert _counter(text, "fakelite_detect_stage_seconds_sum", stage="detect") > 0
+        _check_load_client(url)
     finally:
         proc.terminate()
         try:
@@ -154,3 +161,23 @@ def test_serve_two_workers_one_port_metrics_summed(model_file, tmp_path):
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+def _check_load_client(url: str) -> None:
+    """benchmarks/load_test.py's light client (pre-encoded multipart bodies over raw keep-alive sockets) against the
+    two-worker server: every answer is the expected one (200 with a score, 415 for text, 422 for a truncated JPEG),
+    and the server's stage histogram, read the way the load test reads it, counts exactly the answered detections."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import load_test
+    finally:
+        sys.path.pop(0)
+    before = load_test.stage_totals(url, None)
+    res = asyncio.run(load_test.run_load(url, 24, 3, 120, 48, None))
+    after = load_test.stage_totals(url, None)
+    assert res["requests"] == 24 and res["unexpected_errors"] == 0, res["unexpected_examples"]
+    assert set(res["by_status"]) <= {"200", "415", "422", "503"} and res["by_status"].get("200", 0) > 0
+    view = load_test.stage_view(before, after, res["wall_s"])
+    n_ok = res["by_status"]["200"]
+    assert view["detect"]["n"] >= n_ok  # the 422s (truncated JPEG) are detections that failed, counted too
+    assert view["upload"]["n"] == view["queue"]["n"] == view["detect"]["n"]

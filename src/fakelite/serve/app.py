@@ -218,6 +218,8 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
                 raise ApiError(408, "upload_timeout",
                                f"the upload did not finish within {settings.request_timeout_s:g} s") from None
             svc.metrics.upload_bytes.observe(up.size)
+            t_up = time.perf_counter()
+            svc.metrics.stage.labels("upload").observe(t_up - t0)
             q = request.query_params
             frames = _int_param(q.get("frames", up.fields.get("frames")), "frames",
                                 settings.default_video_frames, 1, settings.max_video_frames)
@@ -229,9 +231,10 @@ def create_app(model: str | os.PathLike | Any, settings: ServeSettings | None = 
             except TimeoutError:
                 raise ApiError(504, "timeout", f"no detection slot within {settings.request_timeout_s:g} s") from None
             acquired = True
+            svc.metrics.stage.labels("queue").observe(time.perf_counter() - t_up)
             loop = asyncio.get_running_loop()
             svc.metrics.detect_running.inc()
-            job: Future = svc.pool.submit(svc.run_detection, up, frames, faces, aggregate)
+            job: Future = svc.pool.submit(svc.timed_detection, up, frames, faces, aggregate)
             upload_ref = up
 
             def _finished(_: Future) -> None:

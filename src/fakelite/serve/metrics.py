@@ -44,6 +44,10 @@ class Metrics:
                                 multiprocess_mode="max")
         self.model_ready = Gauge("fakelite_model_ready", "1 once the model is loaded (in every live worker)",
                                  registry=r, multiprocess_mode="livemin")
+        self.stage = Histogram("fakelite_detect_stage_seconds", "Time of each stage of POST /v1/detect: receiving "
+                               "the upload, waiting for a detection slot, and the detection on its worker thread "
+                               "(limits probe, decode, faces, inference)", ["stage"], buckets=self.BUCKETS,
+                               registry=r)
         self.upload_bytes = Histogram("fakelite_upload_bytes", "Size of accepted uploads",
                                       buckets=(1e3, 1e4, 1e5, 1e6, 5e6, 1e7, 2.5e7, 1e8), registry=r)
 
