@@ -181,3 +181,22 @@ def _check_load_client(url: str) -> None:
     n_ok = res["by_status"]["200"]
     assert view["detect"]["n"] >= n_ok  # the 422s (truncated JPEG) are detections that failed, counted too
     assert view["upload"]["n"] == view["queue"]["n"] == view["detect"]["n"]
+
+
+def test_two_workers_refuse_a_taken_port_with_one_line(model_file):
+    """Workers listen with SO_REUSEPORT; the start-up check makes sure the port is not already someone else's."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    try:
+        r = subprocess.run([sys.executable, "-m", "fakelite", "serve", "--model", str(model_file), "--port", str(port),
+                            "--workers", "2", "--threads", "1", "--log-level", "warning"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.close()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr

@@ -57,4 +57,8 @@ def serve_command(
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"fakelite serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)", err=True)
-    run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
+    try:
+        run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
+    except ServeStartError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None

@@ -3,8 +3,12 @@ cannot load, a bad option), and uvicorn with N worker processes."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import socket
 from pathlib import Path
+from typing import Any
 
 from fakelite.artifact import ArtifactError
 from fakelite.deploy.backends import UnknownBackend, canonical
@@ -66,13 +70,74 @@ def check_model_loads(model: Path, backend: str, threads: int | None) -> None:
 
 def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                log_level: str = "info", max_connections: int = 256) -> None:
-    """Run uvicorn with `workers` processes; each loads the model once and shares it across its threads."""
+    """Run uvicorn with `workers` processes; each loads the model once and shares it across its threads.
+
+    With several workers on a platform that has SO_REUSEPORT (Linux, the BSDs), every worker listens on its own
+    socket bound to the same port and the kernel hashes each new connection to one of them. uvicorn's own
+    `--workers` shares one listening socket instead, and the first worker to wake accepts a whole burst of
+    keep-alive connections and keeps them: in the load test one of two workers sat idle in 2 of 3 rounds
+    (docs/results/serve_quiet.md). Raises ServeStartError when the port is taken."""
+    os.environ[ENV_VAR] = settings.validate().to_json()
+    config: dict[str, Any] = dict(factory=True, log_level=log_level, server_header=False, date_header=True,
+                                  timeout_keep_alive=5, limit_concurrency=max_connections, proxy_headers=False)
+    with multiprocess_metrics_dir(workers):
+        if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+            _run_reuseport_workers(host, port, workers, config)
+            return
+        import uvicorn
+
+        uvicorn.run(APP_FACTORY, host=host, port=port, workers=workers, **config)
+
+
+APP_FACTORY = "fakelite.serve.app:app_from_env"
+
+
+def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket on host:port (IPv6 when host has a ':'), optionally with SO_REUSEPORT."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, port))
+    s.listen(2048)
+    return s
+
+
+def _worker_main(host: str, port: int, config: dict[str, Any]) -> None:
     import uvicorn
 
-    os.environ[ENV_VAR] = settings.validate().to_json()
-    with multiprocess_metrics_dir(workers):
-        uvicorn.run("fakelite.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, server_header=False, date_header=True, timeout_keep_alive=5,
-                    limit_concurrency=max_connections, proxy_headers=False)
+    sock = listen_socket(host, port, reuse_port=True)
+    uvicorn.Server(uvicorn.Config(APP_FACTORY, **config)).run(sockets=[sock])
 
 
+def _run_reuseport_workers(host: str, port: int, workers: int, config: dict[str, Any]) -> None:
+    """Start `workers` spawned processes, each serving on its own SO_REUSEPORT socket; stop them all on
+    SIGINT/SIGTERM or when any of them exits."""
+    try:  # the port must be free: SO_REUSEPORT would otherwise quietly share it with another server of ours
+        listen_socket(host, port, reuse_port=False).close()
+    except OSError as e:
+        raise ServeStartError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(host, port, config), name=f"fakelite-serve-{i}")
+             for i in range(workers)]
+    for proc in procs:
+        proc.start()
+
+    def stop(*_: Any) -> None:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: uvicorn finishes the requests in flight, then exits
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        from multiprocessing.connection import wait
+
+        wait([proc.sentinel for proc in procs])  # the first worker to exit ends the service
+    finally:
+        stop()
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
