@@ -183,7 +183,8 @@ def _check_load_client(url: str) -> None:
     assert view["upload"]["n"] == view["queue"]["n"] == view["detect"]["n"]
 
 
-def test_two_workers_refuse_a_taken_port_with_one_line(model_file):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_port_is_refused_with_one_line_before_the_banner(model_file, workers):
     """Workers listen with SO_REUSEPORT; the start-up check makes sure the port is not already someone else's."""
     import socket
 
@@ -194,9 +195,45 @@ def test_two_workers_refuse_a_taken_port_with_one_line(model_file):
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     try:
         r = subprocess.run([sys.executable, "-m", "fakelite", "serve", "--model", str(model_file), "--port", str(port),
-                            "--workers", "2", "--threads", "1", "--log-level", "warning"],
+                            "--workers", workers, "--threads", "1", "--log-level", "warning"],
                            env=env, capture_output=True, text=True, timeout=120)
     finally:
         holder.close()
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+    assert "Ctrl-C stops" not in r.stderr  # refused before announcing the URL
+
+
+def test_workers_exit_when_the_supervisor_is_killed(model_file):
+    """SIGKILL of the parent (OOM killer, a supervisor) must not leave orphaned workers serving the port."""
+    import signal
+    import socket
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "fakelite", "serve", "--model", str(model_file), "--port", str(port),
+                             "--workers", "2", "--threads", "1", "--log-level", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("server not ready")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60:  # workers get SIGTERM from the kernel and release the port
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                time.sleep(0.5)
+    pytest.fail(f"port {port} still held after the supervisor was killed: orphaned workers")

@@ -178,6 +178,9 @@ def test_test_only_sample_build_writes_the_full_builds_files(quick_builds: dict)
         assert (c / f).read_bytes() == (a / f).read_bytes(), f
     with pytest.raises(ValueError, match="splits must be among"):
         build_wildsynth(c, splits=("testing",))
+    for bad in ({"test_units": 0}, {"test_units": -1}, {"splits": ("train",), "test_units": 2}):
+        with pytest.raises(ValueError, match="--test-units must be >= 1 and needs the test split"):
+            build_wildsynth(c, **bad)
 
 
 def test_real_photos_keep_native_resolution(quick_builds: dict) -> None:

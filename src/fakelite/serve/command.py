@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from fakelite.deploy.backends import HELP as BACKEND_HELP
-from fakelite.serve.server import ServeStartError, prepare_server, run_server
+from fakelite.serve.server import ServeStartError, check_port_free, prepare_server, run_server
 
 __all__ = ["serve_command"]
 
@@ -53,6 +53,7 @@ def serve_command(
             default_video_frames=min(frames, max_video_frames), request_timeout_s=timeout,
             max_concurrency=concurrency, max_queue=queue, api_key=api_key, cors_origins=list(cors_origin or []),
             tmp_dir=str(tmp_dir) if tmp_dir else None, docs=not no_docs, policy=policy, aggregate=aggregate)
+        check_port_free(host, port)
     except ServeStartError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None

@@ -17,7 +17,7 @@ from fakelite.packaged import resolve_model
 from fakelite.serve.metrics import multiprocess_metrics_dir
 from fakelite.serve.settings import ENV_VAR, ServeSettings
 
-__all__ = ["ServeStartError", "check_model_loads", "prepare_server", "run_server"]
+__all__ = ["ServeStartError", "check_model_loads", "check_port_free", "listen_socket", "prepare_server", "run_server"]
 
 
 class ServeStartError(Exception):
@@ -92,6 +92,14 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
 APP_FACTORY = "fakelite.serve.app:app_from_env"
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ServeStartError (one line) when nothing can listen on host:port (taken, no such address, no permission)."""
+    try:
+        listen_socket(host, port, reuse_port=False).close()
+    except OSError as e:
+        raise ServeStartError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
 def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     """A listening TCP socket on host:port (IPv6 when host has a ':'), optionally with SO_REUSEPORT."""
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -103,8 +111,24 @@ def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return s
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies, even by SIGKILL (prctl PR_SET_PDEATHSIG), so no
+    orphaned worker keeps serving the port. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent already died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker_main(host: str, port: int, config: dict[str, Any]) -> None:
     import uvicorn
+
+    _die_with_parent()
 
     sock = listen_socket(host, port, reuse_port=True)
     uvicorn.Server(uvicorn.Config(APP_FACTORY, **config)).run(sockets=[sock])
@@ -113,10 +137,7 @@ def _worker_main(host: str, port: int, config: dict[str, Any]) -> None:
 def _run_reuseport_workers(host: str, port: int, workers: int, config: dict[str, Any]) -> None:
     """Start `workers` spawned processes, each serving on its own SO_REUSEPORT socket; stop them all on
     SIGINT/SIGTERM or when any of them exits."""
-    try:  # the port must be free: SO_REUSEPORT would otherwise quietly share it with another server of ours
-        listen_socket(host, port, reuse_port=False).close()
-    except OSError as e:
-        raise ServeStartError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    check_port_free(host, port)  # SO_REUSEPORT would otherwise quietly share it with another server of ours
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(host, port, config), name=f"fakelite-serve-{i}")
              for i in range(workers)]

@@ -199,6 +199,9 @@ def build_wildsynth(out: Path, quick: bool = False, seed: int = 0, cache_dir: Pa
     bad = [x for x in splits if x not in ("train", "val", "test")]
     if bad or not splits:
         raise ValueError(f"splits must be among train, val, test (got {', '.join(splits) or 'none'})")
+    if test_units is not None and (test_units < 1 or "test" not in splits):
+        raise ValueError(f"--test-units must be >= 1 and needs the test split (got {test_units} with splits "
+                         f"{', '.join(splits)})")
     t0 = time.perf_counter()
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
