@@ -144,7 +144,11 @@ def _run_reuseport_workers(host: str, port: int, workers: int, config: dict[str,
     for proc in procs:
         proc.start()
 
-    def stop(*_: Any) -> None:
+    asked_to_stop: list[int] = []
+
+    def stop(*sig: Any) -> None:
+        if sig:
+            asked_to_stop.append(sig[0])
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: uvicorn finishes the requests in flight, then exits
@@ -162,3 +166,6 @@ def _run_reuseport_workers(host: str, port: int, workers: int, config: dict[str,
                 proc.kill()
         for sig, handler in old.items():
             signal.signal(sig, handler)
+    died = [p for p in procs if p.exitcode not in (0, None, -signal.SIGTERM)]
+    if not asked_to_stop and died:  # a worker crashed or failed to start: the service did not stop on request
+        raise ServeStartError(f"worker {died[0].name} exited with code {died[0].exitcode}; the service stopped")
