@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--heldout", default="nearest,bilinear,lae4,gan")
     args = ap.parse_args()
+    if not args.data.is_dir():
+        ap.error(f"--data {args.data}: no such folder (a WildSynth test/ folder: fakelite data wild --splits test)")
     if args.threads:
         torch.set_num_threads(args.threads)
     names = args.model or ["default", "default-w4a4", "default-w2a2"]

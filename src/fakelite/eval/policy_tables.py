@@ -114,7 +114,7 @@ def summarize(scores: dict, models: Mapping[str, nn.Module], target_fpr: float =
             rows: dict = {}
             for sname, z in per_set.items():
                 y = scores["labels"][sname]
-                p = 1.0 / (1.0 + np.exp(-z / temp))
+                p = torch.sigmoid(torch.from_numpy(z) / temp).numpy()  # as predict_dataset scores
                 r = {"auc": binary_metrics(y, p)["auc"], "tpr_at_fpr": tpr_at_fpr(y, p, target_fpr), "n": int(len(y))}
                 if v == stored:
                     r["fpr_at_threshold"], r["tpr_at_threshold"] = rates_at_threshold(y, p, thr)
