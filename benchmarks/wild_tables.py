@@ -5,9 +5,12 @@ every model: AUC and TPR at 5 % FPR (read on each set's own ROC), plus FPR / TPR
 stored policy. Each image is decoded once and scored by all models.
 
     python benchmarks/wild_tables.py --data runs/wildsynth/test --out docs/results/wild_tables \
-        [--model default --model default-w4a4 --model default-w2a2] [--per-class N] [--threads 2]
+        [--model default --model default-w4a4 --model NAME=PATH.fakelite] [--per-class N] [--threads 2]
+        [--merge EARLIER.json ...]
 
-Writes OUT.json (all numbers + host) and OUT.md (one table per policy); prints the tables.
+Writes OUT.json (all numbers + host) and OUT.md (one table per policy); prints the tables. ``--merge`` adds the
+models of earlier runs on the same data (so that models can be scored in parallel processes); with no ``--model``
+and some ``--merge`` files, nothing is scored and the merged tables are written.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="a WildSynth test/ folder (one set per family)")
     ap.add_argument("--out", type=Path, required=True, help="output stem: writes OUT.json and OUT.md")
-    ap.add_argument("--model", action="append", default=None)
+    ap.add_argument("--model", action="append", default=None, help="packaged name, path, or NAME=PATH")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="earlier OUT.json files on the same --data")
     ap.add_argument("--per-class", type=int, default=None, help="sample this many files per class and family")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--heldout", default="nearest,bilinear,lae4,gan")
@@ -51,14 +55,26 @@ def main() -> None:
         ap.error(f"--data {args.data}: no such folder (a WildSynth test/ folder: fakelite data wild --splits test)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = args.model or ["default", "default-w4a4", "default-w2a2"]
-    models = {n: fakelite.load(n) for n in names}
+    specs = args.model if args.model is not None else ([] if args.merge else ["default", "default-w4a4",
+                                                                               "default-w2a2"])
+    models = {s.split("=", 1)[0]: fakelite.load(s.split("=", 1)[-1]) for s in specs}
     sets = [sample(s, args.per_class) for s in discover_sets(args.data)]
     t0 = time.time()
-    with progress_bar("scoring", sum(len(s.items) for s in sets)) as adv:
-        scores = pt.score_sets(models, sets, advance=adv)
-    wall = time.time() - t0
-    summary = pt.summarize(scores, models)
+    summary, skipped, wall = {}, {s.name: {} for s in sets}, 0.0
+    if models:
+        with progress_bar("scoring", sum(len(s.items) for s in sets)) as adv:
+            scores = pt.score_sets(models, sets, advance=adv)
+        wall = time.time() - t0
+        summary, skipped = pt.summarize(scores, models), scores["skipped"]
+    merged: dict = {}
+    for earlier in args.merge:
+        e = json.loads(earlier.read_text())
+        if Path(e["data"]) != args.data or e["per_class"] != args.per_class:
+            ap.error(f"--merge {earlier}: scored on {e['data']} (per class {e['per_class']}), not on this --data")
+        merged.update(e["summary"])
+        wall += e["wall_s"]
+    summary = {**merged, **summary}  # earlier runs' models first, in their order
+    names = list(summary)
     heldout = [h for h in args.heldout.split(",") if h]
     order = sorted((s.name for s in sets), key=lambda n: (n in heldout, n))
     con = wide_console()
@@ -73,7 +89,7 @@ def main() -> None:
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(
         {"data": str(args.data), "per_class": args.per_class, "models": names, "summary": summary,
-         "skipped": scores["skipped"], "wall_s": round(wall, 1), "host": host_info(),
+         "skipped": skipped, "wall_s": round(wall, 1), "host": host_info(),
          "threads": torch.get_num_threads()}, indent=2) + "\n")
     print(f"scored {sum(len(s.items) for s in sets)} files with {len(names)} models in {wall:.0f} s")
 
