@@ -207,3 +207,22 @@ def test_exact_qdq_is_the_integer_model_in_onnxruntime(name, tmp_path):
     assert ort_disabled_optimizers(read_metadata(tmp_path / "plain.onnx")) == []
     got = _logits(Detector.load(out, backend="onnxruntime", threads=1), x)
     assert np.abs(got - ref_int).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["default-w4a4", "default-w2a2"])
+def test_packaged_qdq_runs_every_quantized_conv_in_int8_on_openvino(name, tmp_path):
+    """At 224² the trained models' stride-2 1×1 downsample used to stay f32 in OpenVINO (it rewrote the stride into
+    a MaxPool between the codes and the DequantizeLinear); the export now slices the uint8 codes first."""
+    from fakelite.deploy.runtime import Detector
+
+    out = tmp_path / f"{name}.onnx"
+    export_onnx(fakelite.load(name), out, qdq=True, size=224)
+    g = onnx.load(str(out))
+    conv_w = {n.input[1] for n in g.graph.node if n.op_type == "Conv"}
+    dq_out = {n.output[0] for n in g.graph.node if n.op_type == "DequantizeLinear"}
+    strided_1x1 = [n for n in g.graph.node if n.op_type == "Conv" and n.input[1] in dq_out
+                   and any(a.name == "kernel_shape" and list(a.ints) == [1, 1] for a in n.attribute)
+                   and any(a.name == "strides" and list(a.ints) != [1, 1] for a in n.attribute)]
+    assert not strided_1x1
+    prec = Detector.load(out, backend="openvino", threads=1).ov_runner.runtime_precisions((1, 3, 224, 224))
+    assert prec["Convolution"]["u8"] + prec["Convolution"]["i8"] == len(conv_w & dq_out), prec["Convolution"]

@@ -69,8 +69,22 @@ def _dq_input(g, xq, p: dict[str, Any]):
                 const(g, int(p["x_zp"]), torch.uint8))
 
 
+def _subsample_codes(g, xq, p: dict[str, Any]):
+    """A strided 1×1 unpadded conv reads every s-th pixel: take those pixels of the uint8 codes first (a `Slice` with
+    steps, exact) and run the conv at stride 1. OpenVINO otherwise rewrites the stride into a 1×1 MaxPool between
+    the codes and the DequantizeLinear, and its low-precision transformations then leave that conv in f32 (the
+    stride-2 downsample of ResNet's first layer2 block: 10–17 % of the W4A4/W2A2 time, docs/deploy.md)."""
+    if tuple(p["kernel"]) != (1, 1) or tuple(p["stride"]) == (1, 1) or any(p["padding"]) or p["groups"] != 1:
+        return xq, p
+    big = const(g, torch.tensor([2**62, 2**62]), torch.int64)
+    xq = g.op("Slice", xq, const(g, torch.tensor([0, 0]), torch.int64), big,
+              const(g, torch.tensor([2, 3]), torch.int64), const(g, torch.tensor(list(p["stride"])), torch.int64))
+    return xq, {**p, "stride": [1, 1]}
+
+
 def qlinear_conv_qdq(g, xq, p: dict[str, Any]):
     """DQ → Conv → Q (+ uint8 Clip) of a fused conv plan (the QLinearConv plan of `ExportConv.fuse_into`)."""
+    xq, p = _subsample_codes(g, xq, p)
     o = p["codes"].shape[0]
     b_scale = torch.tensor(p["x_scale"], dtype=torch.float32) * p["w_scale"].float()  # what QLinearConv assumes
     b = g.op("DequantizeLinear", const(g, p["bias_q"].to(torch.int32), torch.int32), const(g, b_scale, torch.float32),
@@ -84,6 +98,7 @@ def qlinear_conv_qdq(g, xq, p: dict[str, Any]):
 
 def conv_to_float_qdq(g, xq, p: dict[str, Any]):
     """DQ → Conv(+ float bias) of an integer conv whose output stays float (the ConvInteger plan)."""
+    xq, p = _subsample_codes(g, xq, p)
     args = [_dq_input(g, xq, p), _dq_weight(g, p)]
     if p["bias"] is not None:
         args.append(const(g, p["bias"].float(), torch.float32))
