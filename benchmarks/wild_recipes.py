@@ -95,7 +95,8 @@ QAT = {
 def quantize_and_eval(fp_path: Path, data: Path, out: Path, device: str, epochs: int | None,
                       max_steps: int | None, only: str = "", eval_sets: str = "") -> dict:
     """QAT of the chosen FP model to W4A4 LSQ and W2A2 QMDD (NPR + CQB + SLR-N2UQ) on WildSynth, then the same
-    evaluation; the FP teacher distils into the student (logit KD, weight 0.5)."""
+    evaluation; the FP teacher distils into the student (logit KD, weight 0.5). The QAT steps use the FP recipe's
+    augmentation (AUG_FIELD; the wildsynth-1 models were quantized without any)."""
     from fakelite.pipelines.qat import run_quantization
     from fakelite.quant import QuantConfig
 
@@ -107,7 +108,7 @@ def quantize_and_eval(fp_path: Path, data: Path, out: Path, device: str, epochs:
         fp = fakelite.load(fp_path)
         _, m = run_quantization(fp, data, out / name, QuantConfig(**q), epochs=epochs or n_ep, lr_schedule="linear",
                                 batch_size=64, calib=256, teacher_kd=True, kd_weight=0.5, quiet=True,
-                                max_steps=max_steps, device=device)
+                                max_steps=max_steps, device=device, augment=AUG_FIELD)
         model = fakelite.load(out / name / "model.fakelite")
         res[name] = {"val": m["val"], "eval": evaluate_recipe(model, data, torch.device(device), eval_sets),
                      "seconds": round(time.time() - t0, 1)}

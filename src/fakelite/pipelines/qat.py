@@ -25,6 +25,7 @@ from torch import nn
 
 from fakelite import artifact
 from fakelite.data.dataset import calibration_batches
+from fakelite.data.transforms import AugmentConfig
 from fakelite.quant.calib_data import agreement, match_threshold
 from fakelite.quant.convert import QuantConfig, calibrate, quant_param_groups, quantize
 from fakelite.quant.cost import model_cost
@@ -91,6 +92,7 @@ def run_quantization(
     keep_checkpoint: bool | None = None,
     calib_batches: list | None = None,
     calib_info: dict | None = None,
+    augment: AugmentConfig | None = None,
 ) -> tuple[nn.Module, dict]:
     """Quantize a copy of `fp_model` with `qcfg`, calibrate it, train it `epochs` epochs (none with `ptq`), and
     write OUT/model.fakelite + OUT/metrics.json (with `cost`). Returns (student, metrics).
@@ -104,6 +106,8 @@ def run_quantization(
     to inf, which poisons Adam's moments; metrics["grad_guard"] counts how often it acted. `device`: "cuda" runs
     the QAT steps on a GPU (calibration and the saved model stay on the CPU).
     `keep_checkpoint`: keep OUT/checkpoint.safetensors after the run (see `fakelite.train.loop.fit`).
+    `augment`: training augmentation of the QAT steps (None: TrainConfig's default, none; pass the FP model's
+    recipe, e.g. blur/JPEG/rescale, to keep the robustness it was trained for).
     `calib_batches`: (x, y) batches to calibrate on instead of `calib` images of DATA/train (e.g. a user's folder or
     ZeroQ inputs from `quant.calib_data.calibration_set`; `calib_info` describes them for the provenance). With
     them, `data` may be None for PTQ: the model keeps the FP model's threshold and metrics["calib_agreement"] says
@@ -143,7 +147,8 @@ def run_quantization(
     scale = (0.1 if is_n2uq_like(qcfg) else 1.0) if quant_lr_scale is None else float(quant_lr_scale)
     cfg = TrainConfig(epochs=0 if ptq else int(epochs), batch_size=batch_size, lr=lr, seed=seed, crop=crop,
                       lr_schedule=lr_schedule, kd_weight=kd_weight if teacher_kd else 0.0,
-                      max_steps_per_epoch=max_steps, threads=threads, quiet=quiet, device=device)
+                      max_steps_per_epoch=max_steps, threads=threads, quiet=quiet, device=device,
+                      **({"augment": augment} if augment is not None else {}))
     prov: dict[str, Any] = {"mode": "ptq" if ptq else "qat", "quant": qcfg.to_dict(),
                             "calib_images": sum(len(b[1]) for b in batches), "quant_lr_scale": scale,
                             "teacher_kd": bool(teacher_kd and not ptq), "freeze_cqb_alpha": freeze_cqb_alpha,
