@@ -189,7 +189,16 @@ def test_cli_policy_override_and_bad_name(tiles_model, tmp_path, tiny_data):
     r = runner.invoke(app, ["detect", str(tiny_data / "test" / "gen_a" / "1_fake"), "--model", str(tiles_model[1]),
                             "--faces", "off", "--policy", "center", "--tile-aggregate", "max", "--json",
                             str(tmp_path / "d.json")])
+    # a tile option with a one-crop policy would be ignored: refused in one line instead
+    assert r.exit_code == 2 and "aggregate applies to the tiles policy only" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(app, ["detect", str(tiny_data / "test" / "gen_a" / "1_fake"), "--model", str(tiles_model[1]),
+                            "--faces", "off", "--policy", "tiles", "--tile-aggregate", "topk", "--topk", "2",
+                            "--max-tiles", "4", "--json", str(tmp_path / "d.json")])
     assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["eval", "--model", str(tiles_model[0]), "--data", str(tiny_data / "test"), "--policy",
+                            "center", "--max-tiles", "4", "--quiet"])
+    assert r.exit_code == 2 and "max_tiles applies to the tiles policy only" in r.output, r.output
     out = tmp_path / "e.fakelite.onnx"
     r = runner.invoke(app, ["export", "--model", str(tiles_model[0]), "--out", str(out), "--policy", "resize256",
                             "--check", "0"])
@@ -210,3 +219,21 @@ def test_train_with_tiles_policy(tiny_data, tmp_path):
     det = Detector.load(out / "model.fakelite")
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     assert det.crops(img).shape == (4, 3, 16, 16)
+
+
+def test_with_scoring_refuses_tile_options_for_one_crop_policies():
+    pre = Preprocess(policy="tiles")
+    assert pre.with_scoring(aggregate="topk", topk=2, max_tiles=4) == Preprocess(policy="tiles", aggregate="topk",
+                                                                                 topk=2, max_tiles=4)
+    assert pre.with_scoring(policy="center").policy == "center"
+    for kw in ({"aggregate": "max"}, {"topk": 2}, {"max_tiles": 4}):
+        with pytest.raises(ValueError, match="applies to the tiles policy only"):
+            pre.with_scoring(policy="resize256", **kw)
+
+
+def test_threshold_small_sample_warning():
+    from fakelite.commands.threshold import small_sample_warning
+
+    assert small_sample_warning(1000, 0.05) is None and small_sample_warning(200, 0.05) is None
+    w = small_sample_warning(40, 0.05)  # 2 expected above: Wilson 95 % interval of 5 % on 40 is 1.4–16.5 %
+    assert "only 40 real images" in w and "1.4–16.5 %" in w and "≥ 200" in w

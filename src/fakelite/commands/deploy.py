@@ -138,6 +138,10 @@ def detect_command(
     tile_aggregate: Annotated[str | None, typer.Option("--tile-aggregate", help="tiles: combine tile logits by "
                                                                                 "mean | max | topk (--aggregate is "
                                                                                 "the video rule)")] = None,
+    topk: Annotated[int | None, typer.Option("--topk", help="tiles, --aggregate topk: mean of the k largest tile "
+                                                         "logits (default: the model's, 3)")] = None,
+    max_tiles: Annotated[int | None, typer.Option("--max-tiles", help="tiles: at most this many crops per image "
+                                                                   "(default: the model's, 16)")] = None,
     jsonl: Annotated[Path | None, typer.Option("--jsonl", help="Append each result here as it is known (JSON Lines; "
                                                                "default: next to --json, same name .jsonl)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the results already in the JSON Lines file and "
@@ -170,7 +174,7 @@ def detect_command(
     if resume and jsonl is None:
         fail("--resume needs --json (or --jsonl): the JSON Lines file of the earlier run")
     det = _load_detector(resolve_model_or_fail(model), backend, threads)
-    scoring_overrides(det, policy, tile_aggregate)
+    scoring_overrides(det, policy, tile_aggregate, topk, max_tiles)
     try:
         out = detect_paths(det, paths, faces=faces, frames=frames, every=every, aggregate=aggregate,
                            all_faces=all_faces, face_detector=face_detector, face_resize=face_resize, quiet=quiet,

@@ -48,7 +48,26 @@ def threshold_command(
     typer.echo(f"threshold {r['threshold']:.6f}: {100 * s['fpr']:.2f} % of {s['n_real']} real images flagged "
                f"(target {100 * s['target_fpr']:.2f} %, policy {s['policy']}{temp})"
                + (f"; skipped {s['skipped']} unreadable file(s)" if s["skipped"] else ""))
+    warning = small_sample_warning(s["n_real"], s["target_fpr"])
+    if warning:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
     typer.echo(f"wrote {out}")
+
+
+def small_sample_warning(n_real: int, target_fpr: float, min_expected: int = 10) -> str | None:
+    """A one-line warning when n_real · target_fpr < `min_expected`: the threshold then rests on a handful of real
+    images above it, and the FPR on new real images is uncertain. States the 95 % Wilson interval of a true FPR
+    whose sample estimate is target_fpr on n_real images. None when the sample is large enough."""
+    expected = n_real * target_fpr
+    if n_real <= 0 or expected >= min_expected:
+        return None
+    z, f = 1.96, target_fpr
+    centre = (f + z * z / (2 * n_real)) / (1 + z * z / n_real)
+    half = z * ((f * (1 - f) / n_real + z * z / (4 * n_real * n_real)) ** 0.5) / (1 + z * z / n_real)
+    return (f"only {n_real} real images: about {expected:.1f} of them lie above a {100 * f:g} % FPR threshold, so the "
+            f"FPR on new real images may be anywhere in {100 * max(0.0, centre - half):.1f}–"
+            f"{100 * (centre + half):.1f} % (95 % interval); use ≥ {int(min_expected / f)} real images for a firm "
+            f"threshold")
 
 
 def apply_target_fpr(run: Path, data: Path, target_fpr: float, quiet: bool = True) -> dict:

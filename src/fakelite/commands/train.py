@@ -100,6 +100,10 @@ def eval_command(
     policy: Annotated[str | None, typer.Option("--policy", help="Override the stored scoring policy: center | "
                                                                 "resize256 | tiles")] = None,
     aggregate: Annotated[str | None, typer.Option("--aggregate", help="tiles: mean | max | topk")] = None,
+    topk: Annotated[int | None, typer.Option("--topk", help="tiles, --aggregate topk: mean of the k largest tile "
+                                                         "logits (default: the model's, 3)")] = None,
+    max_tiles: Annotated[int | None, typer.Option("--max-tiles", help="tiles: at most this many crops per image "
+                                                                   "(default: the model's, 16)")] = None,
     backend: Annotated[str, typer.Option(help="Runtime of an exported .onnx: auto | onnxruntime | openvino")] = "auto",
 ) -> None:
     """Acc/AP/AUC/EER on every test set under --data, plus the mean; TPR at the stored target FPR, FPR/TPR at
@@ -127,7 +131,7 @@ def eval_command(
             fail(str(e))
     else:
         m = load_model_or_fail(model)
-    scoring_overrides(m, policy, aggregate)
+    scoring_overrides(m, policy, aggregate, topk, max_tiles)
     try:
         result = evaluate(m, data, batch_size=batch_size, quiet=quiet, keep_scores=plots is not None)
     except FileNotFoundError as e:

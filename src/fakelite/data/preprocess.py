@@ -46,7 +46,12 @@ class Preprocess:
 
     def with_scoring(self, policy: str | None = None, aggregate: str | None = None, topk: int | None = None,
                      max_tiles: int | None = None) -> Preprocess:
-        """A copy with the given scoring fields replaced (None keeps the stored one); ValueError on a bad name."""
+        """A copy with the given scoring fields replaced (None keeps the stored one); ValueError on a bad name, and
+        when `aggregate`, `topk` or `max_tiles` is given together with an explicit policy other than "tiles" (they
+        would be ignored: a single-crop policy has nothing to aggregate)."""
+        tile_opts = [n for n, v in (("aggregate", aggregate), ("topk", topk), ("max_tiles", max_tiles)) if v is not None]
+        if policy is not None and policy != "tiles" and tile_opts:
+            raise ValueError(f"{', '.join(tile_opts)} applies to the tiles policy only, not to {policy!r} (one crop)")
         changes = {k: v for k, v in dict(policy=policy, aggregate=aggregate, topk=topk, max_tiles=max_tiles).items()
                    if v is not None}
         return replace(self, **changes) if changes else self
