@@ -155,7 +155,7 @@ def _sig_hash(sig: dict) -> str:
     return hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _data_crop(data: Path, size: int) -> int:
+def data_crop(data: Path, size: int) -> int:
     """The requested size, capped by the training images' side (NPR never up-samples), even."""
     for p, _ in labelled_images(split_dir(data, "train"))[:8]:
         try:
@@ -283,7 +283,7 @@ def run_row(row: Row, cfg: StudyConfig, crop: int, sets: list, fp_paths: dict[st
 # ----------------------------------------------------------------------------- driver
 
 
-def _resolve_fp(cfg: StudyConfig, key: str, given: str | Path | None) -> tuple[Path, str] | None:
+def resolve_fp(cfg: StudyConfig, key: str, given: str | Path | None) -> tuple[Path, str] | None:
     """A given FP model (--fp-npr/--fp-rgb): validated; returns (path, signature)."""
     if given is None:
         return None
@@ -315,10 +315,10 @@ def run_study(cfg: StudyConfig, command: str = "", progress: Callable[[str], Non
         sets = subsample(sets, cfg.eval_per_set, cfg.seed)
     set_names = [s.name for s in sets]
     seen = _seen_family(data, set_names)
-    crop = _data_crop(data, cfg.size)
+    crop = data_crop(data, cfg.size)
     keys = row_keys(cfg)
     cfg.rows = keys
-    given = {k: _resolve_fp(cfg, k, g) for k, g in (("fp_npr", cfg.fp_npr), ("fp_rgb", cfg.fp_rgb))}
+    given = {k: resolve_fp(cfg, k, g) for k, g in (("fp_npr", cfg.fp_npr), ("fp_rgb", cfg.fp_rgb))}
     work.mkdir(parents=True, exist_ok=True)
     fp_paths: dict[str, Path] = {}
     fp_sigs: dict[str, str] = {}
