@@ -5,13 +5,15 @@ later sits next to the published ones without re-running all of them (e.g. the d
         [--config docs/results/qmdd-ablation.json] [--work runs/ablation_rows] [--out ROW.json] [--threads 1]
 
 Reads the study's ``config`` (data, size, epochs, lr, schedule, calibration, clipping, seed) from --config, trains
-the row's QAT from --fp-npr (the FP NPR model that study used, or a bit-identical re-run of it) through
+the row's QAT from --fp-npr (the FP NPR model that study used, or a bit-identical re-run of it: its sha256 is
+recorded; compare the study's FP NPR row with `fakelite eval` when in doubt) through
 ``fakelite.studies.qmdd_ablation.run_row`` and writes the row's JSON (per-set Acc/AP/AUC, mean, cost, wall time).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from fakelite.data.folders import discover_sets
+from fakelite.eval.robustness import subsample
 from fakelite.studies import qmdd_ablation as qa
 
 
@@ -41,11 +44,14 @@ def main() -> None:
         ap.error(f"--row {a.row}: only quantized rows on the NPR detector can be added this way")
     data = Path(cfg.data)
     sets = discover_sets(data / "test")
+    if cfg.eval_per_set:  # as run_study does
+        sets = subsample(sets, cfg.eval_per_set, cfg.seed)
     crop = qa.data_crop(data, cfg.size)
     fp_path, sig = qa.resolve_fp(cfg, "fp_npr", cfg.fp_npr)
     t0 = time.time()
     r = qa.run_row(row, cfg, crop, sets, {"fp_npr": fp_path}, {"fp_npr": sig})
-    r.update(wall_s=round(time.time() - t0, 1), config=str(a.config), fp_npr=str(a.fp_npr), threads=a.threads)
+    r.update(wall_s=round(time.time() - t0, 1), config=str(a.config), fp_npr=str(a.fp_npr), threads=a.threads,
+             fp_npr_sha256=hashlib.sha256(a.fp_npr.read_bytes()).hexdigest())
     out = a.out or a.work / f"{a.row}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(r, indent=2, default=str) + "\n")

@@ -84,12 +84,18 @@ def evaluate_recipe(model, data: Path, device, sets: str = "") -> dict:
     return res
 
 
-HELD_OUT = ("nearest", "bilinear", "lae4", "gan")  # wildsynth-3's held-out families (gan joined them there)
+HELD_OUT = ["nearest", "bilinear", "lae4", "gan"]  # wildsynth-3's held-out families (--heldout; gan was a train family in wildsynth-1)
 
 QAT = {
     "w4a4": ({"w_bits": 4, "a_bits": 4, "quantizer": "lsq"}, 6),
     "w2a2": ({"w_bits": 2, "a_bits": 2, "quantizer": "slr-n2uq", "cqb": True}, 8),
 }
+
+
+def fp_augment(fp) -> AugmentConfig:
+    """The augmentation the FP model was trained with (its provenance), else the field recipe."""
+    cfg = ((getattr(fp, "provenance", None) or {}).get("config") or {}).get("augment")
+    return AugmentConfig.from_dict(cfg) if cfg else AUG_FIELD
 
 
 def quantize_and_eval(fp_path: Path, data: Path, out: Path, device: str, epochs: int | None,
@@ -108,7 +114,7 @@ def quantize_and_eval(fp_path: Path, data: Path, out: Path, device: str, epochs:
         fp = fakelite.load(fp_path)
         _, m = run_quantization(fp, data, out / name, QuantConfig(**q), epochs=epochs or n_ep, lr_schedule="linear",
                                 batch_size=64, calib=256, teacher_kd=True, kd_weight=0.5, quiet=True,
-                                max_steps=max_steps, device=device, augment=AUG_FIELD)
+                                max_steps=max_steps, device=device, augment=fp_augment(fp))
         model = fakelite.load(out / name / "model.fakelite")
         res[name] = {"val": m["val"], "eval": evaluate_recipe(model, data, torch.device(device), eval_sets),
                      "seconds": round(time.time() - t0, 1)}
@@ -130,7 +136,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quantize", type=Path, default=None, help="an FP model.fakelite: run the QAT stage instead")
     ap.add_argument("--eval-sets", default="", help="score only these test families (comma-separated; default all)")
+    ap.add_argument("--heldout", default=",".join(HELD_OUT), help="the data's held-out families (for the means)")
     args = ap.parse_args()
+    HELD_OUT[:] = [h.strip() for h in args.heldout.split(",") if h.strip()]
+    wanted = [e.strip() for e in args.eval_sets.split(",") if e.strip()]
+    known = {s.name for s in discover_sets(args.data / "test")} if wanted else set()
+    if set(wanted) - known:
+        ap.error(f"--eval-sets: no test family {sorted(set(wanted) - known)} in {args.data / 'test'} ({sorted(known)})")
+    args.eval_sets = ",".join(wanted)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quantize:

@@ -57,22 +57,35 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     specs = args.model if args.model is not None else ([] if args.merge else ["default", "default-w4a4",
                                                                                "default-w2a2"])
-    models = {s.split("=", 1)[0]: fakelite.load(s.split("=", 1)[-1]) for s in specs}
+    models = {}
+    for spec in specs:  # NAME=PATH, unless the whole argument is a file or the part before "=" looks like a path
+        name, _, path = spec.partition("=")
+        if not path or Path(spec).exists() or "/" in name:
+            name, path = spec, spec
+        if name in models:
+            ap.error(f"--model {spec}: the name {name!r} is given twice")
+        models[name] = fakelite.load(path)
     sets = [sample(s, args.per_class) for s in discover_sets(args.data)]
     t0 = time.time()
-    summary, skipped, wall = {}, {s.name: {} for s in sets}, 0.0
+    summary, skipped, wall, walls = {}, {s.name: {} for s in sets}, 0.0, []
     if models:
         with progress_bar("scoring", sum(len(s.items) for s in sets)) as adv:
             scores = pt.score_sets(models, sets, advance=adv)
         wall = time.time() - t0
         summary, skipped = pt.summarize(scores, models), scores["skipped"]
+        walls.append(round(wall, 1))
     merged: dict = {}
     for earlier in args.merge:
         e = json.loads(earlier.read_text())
         if Path(e["data"]) != args.data or e["per_class"] != args.per_class:
             ap.error(f"--merge {earlier}: scored on {e['data']} (per class {e['per_class']}), not on this --data")
+        clash = (set(e["summary"]) & set(merged)) | (set(e["summary"]) & set(models))
+        if clash:
+            ap.error(f"--merge {earlier}: model(s) {sorted(clash)} also come from another run")
         merged.update(e["summary"])
-        wall += e["wall_s"]
+        walls.extend(e.get("wall_s_runs") or [e["wall_s"]])
+        for fam, files in (e.get("skipped") or {}).items():
+            skipped.setdefault(fam, {}).update(files)
     summary = {**merged, **summary}  # earlier runs' models first, in their order
     names = list(summary)
     heldout = [h for h in args.heldout.split(",") if h]
@@ -89,9 +102,11 @@ def main() -> None:
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(
         {"data": str(args.data), "per_class": args.per_class, "models": names, "summary": summary,
-         "skipped": skipped, "wall_s": round(wall, 1), "host": host_info(),
+         "skipped": skipped, "wall_s": round(sum(walls), 1),
+         "wall_s_runs": walls, "host": host_info(),
          "threads": torch.get_num_threads()}, indent=2) + "\n")
-    print(f"scored {sum(len(s.items) for s in sets)} files with {len(names)} models in {wall:.0f} s")
+    if models:
+        print(f"scored {sum(len(s.items) for s in sets)} files with {len(models)} models in {wall:.0f} s")
 
 
 if __name__ == "__main__":

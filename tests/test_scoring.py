@@ -229,11 +229,23 @@ def test_with_scoring_refuses_tile_options_for_one_crop_policies():
     for kw in ({"aggregate": "max"}, {"topk": 2}, {"max_tiles": 4}):
         with pytest.raises(ValueError, match="applies to the tiles policy only"):
             pre.with_scoring(policy="resize256", **kw)
+    with pytest.raises(ValueError, match="unknown scoring policy 'tile'"):  # the name is checked first
+        pre.with_scoring(policy="tile", aggregate="max")
+
+
+def test_tile_options_on_a_centre_crop_model_are_refused(tiny_fp_model, tiny_data):
+    """A stored one-crop policy and a tile option without --policy: refused, naming the fix (was ignored)."""
+    r = runner.invoke(app, ["eval", "--model", str(tiny_fp_model[1]), "--data", str(tiny_data / "test"),
+                            "--aggregate", "max", "--quiet"])
+    assert r.exit_code == 2 and "this model scores by 'center'" in r.output and "--policy tiles" in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 def test_threshold_small_sample_warning():
     from fakelite.commands.threshold import small_sample_warning
 
     assert small_sample_warning(1000, 0.05) is None and small_sample_warning(200, 0.05) is None
+    assert small_sample_warning(10, 0.0) is None  # --target-fpr 0: nothing may be flagged, nothing to estimate
+    assert "use ≥ 334" in small_sample_warning(333, 0.03)  # rounded up: 333 · 3 % is still below 10
     w = small_sample_warning(40, 0.05)  # 2 expected above: Wilson 95 % interval of 5 % on 40 is 1.4–16.5 %
     assert "only 40 real images" in w and "1.4–16.5 %" in w and "≥ 200" in w

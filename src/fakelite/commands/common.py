@@ -41,14 +41,20 @@ def resolve_model_or_fail(model: Path | str | None) -> Path:
 def scoring_overrides(model, policy: str | None, aggregate: str | None, topk: int | None = None,
                       max_tiles: int | None = None) -> None:
     """Apply --policy/--aggregate/--topk/--max-tiles to a loaded model or Detector (its `preprocess`), or exit
-    with a one-line error for a bad name."""
+    with a one-line error for a bad name, or for a tile option that the effective policy (the given one, else the
+    model's stored one) would ignore."""
     try:
+        effective = policy or model.preprocess.policy
+        given = [n for n, v in (("aggregate", aggregate), ("topk", topk), ("max_tiles", max_tiles)) if v is not None]
+        if given and effective != "tiles" and policy is None:
+            raise ValueError(f"{', '.join(given)} applies to the tiles policy only; this model scores by "
+                             f"{effective!r} (one crop): add --policy tiles")
         if hasattr(model, "set_scoring"):
             model.set_scoring(policy, aggregate, topk, max_tiles)
         else:
             model.preprocess = model.preprocess.with_scoring(policy, aggregate, topk, max_tiles)
     except ValueError as e:
-        fail(f"--policy/--aggregate: {e}")
+        fail(f"scoring options: {e}")
 
 
 def parse_recipe(path: Path) -> dict:

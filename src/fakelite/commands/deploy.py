@@ -138,8 +138,8 @@ def detect_command(
     tile_aggregate: Annotated[str | None, typer.Option("--tile-aggregate", help="tiles: combine tile logits by "
                                                                                 "mean | max | topk (--aggregate is "
                                                                                 "the video rule)")] = None,
-    topk: Annotated[int | None, typer.Option("--topk", help="tiles, --aggregate topk: mean of the k largest tile "
-                                                         "logits (default: the model's, 3)")] = None,
+    topk: Annotated[int | None, typer.Option("--topk", help="tiles, --tile-aggregate topk: mean of the k largest "
+                                                         "tile logits (default: the model's, 3)")] = None,
     max_tiles: Annotated[int | None, typer.Option("--max-tiles", help="tiles: at most this many crops per image "
                                                                    "(default: the model's, 16)")] = None,
     jsonl: Annotated[Path | None, typer.Option("--jsonl", help="Append each result here as it is known (JSON Lines; "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -56,18 +57,19 @@ def threshold_command(
 
 def small_sample_warning(n_real: int, target_fpr: float, min_expected: int = 10) -> str | None:
     """A one-line warning when n_real · target_fpr < `min_expected`: the threshold then rests on a handful of real
-    images above it, and the FPR on new real images is uncertain. States the 95 % Wilson interval of a true FPR
-    whose sample estimate is target_fpr on n_real images. None when the sample is large enough."""
-    expected = n_real * target_fpr
-    if n_real <= 0 or expected >= min_expected:
+    images above it (at most ⌊F·n⌋ are flagged), and the FPR on new real images is uncertain. States the 95 % Wilson
+    interval of a true FPR whose sample estimate is target_fpr on n_real images. None when the sample is large enough
+    or the target is 0 (no real image may be flagged: nothing to estimate)."""
+    f = float(target_fpr)
+    if n_real <= 0 or f <= 0 or n_real * f >= min_expected:
         return None
-    z, f = 1.96, target_fpr
+    z = 1.96
     centre = (f + z * z / (2 * n_real)) / (1 + z * z / n_real)
     half = z * ((f * (1 - f) / n_real + z * z / (4 * n_real * n_real)) ** 0.5) / (1 + z * z / n_real)
-    return (f"only {n_real} real images: about {expected:.1f} of them lie above a {100 * f:g} % FPR threshold, so the "
-            f"FPR on new real images may be anywhere in {100 * max(0.0, centre - half):.1f}–"
-            f"{100 * (centre + half):.1f} % (95 % interval); use ≥ {int(min_expected / f)} real images for a firm "
-            f"threshold")
+    return (f"only {n_real} real images: at most {math.floor(n_real * f)} of them lie above a {100 * f:g} % FPR "
+            f"threshold, so the FPR on new real images may be anywhere in {100 * max(0.0, centre - half):.1f}–"
+            f"{100 * (centre + half):.1f} % (95 % interval); use ≥ {math.ceil(min_expected / f)} real images for a "
+            f"firm threshold")
 
 
 def apply_target_fpr(run: Path, data: Path, target_fpr: float, quiet: bool = True) -> dict:

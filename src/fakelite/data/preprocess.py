@@ -49,6 +49,8 @@ class Preprocess:
         """A copy with the given scoring fields replaced (None keeps the stored one); ValueError on a bad name, and
         when `aggregate`, `topk` or `max_tiles` is given together with an explicit policy other than "tiles" (they
         would be ignored: a single-crop policy has nothing to aggregate)."""
+        if policy is not None and policy not in POLICIES:
+            raise ValueError(f"unknown scoring policy {policy!r}; choose one of {', '.join(POLICIES)}")
         tile_opts = [n for n, v in (("aggregate", aggregate), ("topk", topk), ("max_tiles", max_tiles)) if v is not None]
         if policy is not None and policy != "tiles" and tile_opts:
             raise ValueError(f"{', '.join(tile_opts)} applies to the tiles policy only, not to {policy!r} (one crop)")

@@ -110,7 +110,9 @@ def evaluate_sets(model: nn.Module, sets: list[ImageSet], batch_size: int = 64, 
     result: dict = {"sets": {}, "threshold": threshold, "target_fpr": target_fpr,
                     "temperature": float(getattr(model, "temperature", 1.0) or 1.0),
                     "policy": pre.policy if pre is not None else None,
-                    "aggregate": pre.aggregate if pre is not None else None}
+                    "aggregate": pre.aggregate if pre is not None else None,
+                    "topk": pre.topk if pre is not None else None,
+                    "max_tiles": pre.max_tiles if pre is not None else None}
     raw: dict = {}
     total = sum(len(s.items) for s in sets)
     with progress_bar("eval", total, quiet=quiet) as advance:
