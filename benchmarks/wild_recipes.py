@@ -101,8 +101,8 @@ def fp_augment(fp) -> AugmentConfig:
 def quantize_and_eval(fp_path: Path, data: Path, out: Path, device: str, epochs: int | None,
                       max_steps: int | None, only: str = "", eval_sets: str = "") -> dict:
     """QAT of the chosen FP model to W4A4 LSQ and W2A2 QMDD (NPR + CQB + SLR-N2UQ) on WildSynth, then the same
-    evaluation; the FP teacher distils into the student (logit KD, weight 0.5). The QAT steps use the FP recipe's
-    augmentation (AUG_FIELD; the wildsynth-1 models were quantized without any)."""
+    evaluation; the FP teacher distils into the student (logit KD, weight 0.5). The QAT steps use the FP model's own
+    augmentation (`fp_augment`: its provenance, else AUG_FIELD; the wildsynth-1 models were quantized without any)."""
     from fakelite.pipelines.qat import run_quantization
     from fakelite.quant import QuantConfig
 
