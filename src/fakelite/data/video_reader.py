@@ -288,7 +288,9 @@ def read_video(path: str | os.PathLike, frames: int | None = 32, every: int | No
     last = -1
     spare = None  # the latest decoded frame after the last delivered one (stands in for wanted frames at the end)
     try:
-        vs.thread_type = "AUTO"
+        # SLICE, not AUTO: with frame threads, a consumer that stops before the end (closing this generator)
+        # can hang in container.close() with torch imported (PyAV issues #1849, #1861; seen here in the suite).
+        vs.thread_type = "SLICE"
 
         def frames_of(packets):
             nonlocal errors
