@@ -88,6 +88,9 @@ KINDS = {
     "lsq_w4a4": dict(w_bits=4, a_bits=4, quantizer="lsq"),
     "lsq_w2a2": dict(w_bits=2, a_bits=2, quantizer="lsq"),
     "qmdd_w2a2": dict(w_bits=2, a_bits=2, quantizer="slr-n2uq", cqb=True),
+    # FP stem and classifier: no uniform quantizer left, so the graph carries the identity anchor QuantizeLinear
+    # without which OpenVINO ran every conv in f32 (`qdq.anchor_low_precision`)
+    "qmdd_w2a2_fp_ends": dict(w_bits=2, a_bits=2, quantizer="slr-n2uq", cqb=True, first_last="fp"),
     # mixed precision per layer, as DeFakeQ allocates it: 2, 4 and 8 bits in one graph
     "mixed_2_4_8": dict(w_bits=4, a_bits=4, quantizer="lsq", layers={"layer1.*": {"w_bits": 2, "a_bits": 2},
                                                                      "layer2.0.*": {"w_bits": 8, "a_bits": 8}}),
@@ -109,6 +112,8 @@ def test_qdq_export_int8_in_ort_and_openvino_same_decisions(kind, tiny_data, tmp
     g = onnx.load(str(out))
     assert {o.domain for o in g.opset_import} <= STANDARD_DOMAINS
     assert not {"QLinearConv", "ConvInteger", "MatMulIntegerToFloat", "MatMulInteger"} & set(rep["ops"])
+    anchors = [n for n in g.graph.node if n.name.startswith("lpt_anchor")]
+    assert len(anchors) == (2 if kind == "qmdd_w2a2_fp_ends" else 0) and rep["ops"].get("QuantizeLinear", 0) >= 1
     # every quantized conv reads int8 weight codes through a DequantizeLinear (no float weight initializers)
     conv_w = {n.input[1] for n in g.graph.node if n.op_type == "Conv"}
     dq_out = {n.output[0] for n in g.graph.node if n.op_type == "DequantizeLinear"}

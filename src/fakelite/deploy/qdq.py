@@ -21,6 +21,11 @@ multipliers) with standard ops only — this module's kernels (``QDQ_KERNELS``) 
   #{tᵢ ≤ x} as GreaterOrEqual/Where on uint8 — standard ops, but float comparisons (see docs/deploy.md).
 
 Weights are int8 initializers (low-bit codes exact in int8), no contrib ops; opset 17.
+
+A graph whose every input quantizer is a threshold kind and whose stem is full precision (QMDD W2A2 with
+``first_last="fp"``) has no QuantizeLinear at all, and OpenVINO enables its low-precision transformations only for a
+model with a FakeQuantize in it (``LowPrecision::isFunctionQuantized``): every conv then ran in f32 (18.3 vs 9.0 ms
+at 224², docs/models.md). `anchor_low_precision` gives such a graph one exact identity QuantizeLinear.
 """
 
 from __future__ import annotations
@@ -163,6 +168,37 @@ QDQ_EXACT_KERNELS = Kernels(
 )
 
 
+def anchor_low_precision(m) -> bool:
+    """Insert ``DequantizeLinear(·, 1, 0) → QuantizeLinear(·, 1, 0)`` on the first uint8 code tensor that feeds a
+    DequantizeLinear, in an ONNX ModelProto (in place) that has no QuantizeLinear. On uint8 codes the pair is the
+    identity (integers 0–255 at scale 1), so every runtime computes the same numbers; OpenVINO's ONNX frontend turns
+    the QuantizeLinear into a FakeQuantize, which is what makes it run the graph's QDQ convs in int8 (measured with
+    `benchmarks/profile_openvino.py`: docs/deploy.md). Returns whether it inserted the pair."""
+    from onnx import TensorProto, helper
+
+    g = m.graph
+    if any(n.op_type == "QuantizeLinear" for n in g.node):
+        return False
+    fixed = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    for i, n in enumerate(g.node):
+        if n.op_type != "DequantizeLinear" or n.input[0] in fixed:
+            continue
+        codes = n.input[0]
+        names = [f"lpt_anchor_{k}" for k in ("scale", "zp", "float", "codes")]
+        g.initializer.extend([helper.make_tensor(names[0], TensorProto.FLOAT, [], [1.0]),
+                              helper.make_tensor(names[1], TensorProto.UINT8, [], [0])])
+        pair = [helper.make_node("DequantizeLinear", [codes, names[0], names[1]], [names[2]], "lpt_anchor_dq"),
+                helper.make_node("QuantizeLinear", [names[2], names[0], names[1]], [names[3]], "lpt_anchor_q")]
+        for other in g.node:  # every reader of the codes reads the anchored copy (same values)
+            for j, inp in enumerate(other.input):
+                if inp == codes:
+                    other.input[j] = names[3]
+        for k, node in enumerate(pair):
+            g.node.insert(i + k, node)
+        return True
+    return False
+
+
 def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, strict: bool = False,
                exact: bool = False) -> dict[str, Any]:
     """QDQ ONNX of a quantized model (standard ops only). Returns {"path", "kind": "qdq", "layers", "ops"}.
@@ -180,6 +216,11 @@ def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, stri
                          "model use --int8 (ONNX Runtime static int8, also a QDQ graph)")
     mod = lower(model, QDQ_EXACT_KERNELS if exact else QDQ_KERNELS, strict)
     torch_export(mod, path, size or model.preprocess.crop)
+    import onnx
+
+    proto = onnx.load(str(path))
+    if anchor_low_precision(proto):
+        onnx.save(proto, str(path))
     modes = layer_modes(mod)
     write_metadata(path, export_header(model, "qdq", layers=modes, strict=strict, exact=exact))
     ops = op_counts(path)
