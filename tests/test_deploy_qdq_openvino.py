@@ -97,6 +97,40 @@ KINDS = {
 }
 
 
+def _codes_graph(code_type: int, with_q: bool = False):
+    """x (float) → [QuantizeLinear →] codes → DequantizeLinear(zero point of code_type) → Relu: a minimal graph."""
+    from onnx import TensorProto, helper
+
+    zp = helper.make_tensor("zp", code_type, [], [0])
+    sc = helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])
+    nodes = [helper.make_node("Cast", ["x"], ["codes"], to=code_type)]
+    if with_q:
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["codes"])]
+    nodes += [helper.make_node("DequantizeLinear", ["codes", "s", "zp"], ["f"]), helper.make_node("Relu", ["f"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [zp, sc])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_anchor_low_precision_only_on_uint8_codes_of_graphs_without_quantizelinear():
+    """The identity anchor goes on uint8 codes only (its zero point is uint8), never twice, never into a graph that
+    already has a QuantizeLinear, and leaves the values unchanged (ONNX Runtime on both graphs)."""
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from fakelite.deploy.qdq import anchor_low_precision
+
+    m = _codes_graph(TensorProto.UINT8)
+    assert anchor_low_precision(m) and not anchor_low_precision(m)
+    assert [n.op_type for n in m.graph.node][:3] == ["Cast", "DequantizeLinear", "QuantizeLinear"]
+    onnx.checker.check_model(m)
+    x = np.array([0.0, 3.0, 200.0, 255.0], np.float32)
+    got = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(got, x * 0.5)
+    assert not anchor_low_precision(_codes_graph(TensorProto.INT8))
+    assert not anchor_low_precision(_codes_graph(TensorProto.UINT8, with_q=True))
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_qdq_export_int8_in_ort_and_openvino_same_decisions(kind, tiny_data, tmp_path):
     from fakelite.deploy.runtime import Detector

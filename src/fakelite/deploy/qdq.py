@@ -174,14 +174,20 @@ def anchor_low_precision(m) -> bool:
     identity (integers 0–255 at scale 1), so every runtime computes the same numbers; OpenVINO's ONNX frontend turns
     the QuantizeLinear into a FakeQuantize, which is what makes it run the graph's QDQ convs in int8 (measured with
     `benchmarks/profile_openvino.py`: docs/deploy.md). Returns whether it inserted the pair."""
-    from onnx import TensorProto, helper
+    from onnx import AttributeProto, TensorProto, helper
 
     g = m.graph
     if any(n.op_type == "QuantizeLinear" for n in g.node):
         return False
-    fixed = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    fixed = {t.name: t.data_type for t in g.initializer}
+    fixed.update({n.output[0]: n.attribute[0].t.data_type for n in g.node if n.op_type == "Constant" and n.attribute
+                  and n.attribute[0].type == AttributeProto.TENSOR})
     for i, n in enumerate(g.node):
-        if n.op_type != "DequantizeLinear" or n.input[0] in fixed:
+        # codes, not weights: a computed input; uint8, read off its zero point (DequantizeLinear's x and x_zero_point
+        # share one type), since the anchor's own zero point is uint8
+        if n.op_type != "DequantizeLinear" or n.input[0] in fixed or len(n.input) < 3:
+            continue
+        if fixed.get(n.input[2]) != TensorProto.UINT8:
             continue
         codes = n.input[0]
         names = [f"lpt_anchor_{k}" for k in ("scale", "zp", "float", "codes")]
