@@ -14,6 +14,7 @@ import json
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,14 @@ def export_header(model: nn.Module, kind: str, **extra: Any) -> dict[str, Any]:
     return header
 
 
-def write_metadata(path: Path, header: dict[str, Any]) -> None:
-    """Replace the metadata_props of the ONNX file `path` by the fakelite header (in place)."""
+def write_metadata(path: Path, header: dict[str, Any], edit: Callable[[Any], Any] | None = None) -> None:
+    """Replace the metadata_props of the ONNX file `path` by the fakelite header (in place); `edit(model)`, when
+    given, rewrites the loaded ModelProto in the same load/save pass (e.g. `qdq.anchor_low_precision`)."""
     import onnx
 
     m = onnx.load(str(path))
+    if edit is not None:
+        edit(m)
     del m.metadata_props[:]
     m.metadata_props.add(key=META_KEY, value=json.dumps(header))
     m.producer_name = "fakelite"

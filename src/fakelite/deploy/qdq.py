@@ -222,13 +222,9 @@ def export_qdq(model: nn.Module, path: str | Path, size: int | None = None, stri
                          "model use --int8 (ONNX Runtime static int8, also a QDQ graph)")
     mod = lower(model, QDQ_EXACT_KERNELS if exact else QDQ_KERNELS, strict)
     torch_export(mod, path, size or model.preprocess.crop)
-    import onnx
-
-    proto = onnx.load(str(path))
-    if anchor_low_precision(proto):
-        onnx.save(proto, str(path))
     modes = layer_modes(mod)
-    write_metadata(path, export_header(model, "qdq", layers=modes, strict=strict, exact=exact))
+    write_metadata(path, export_header(model, "qdq", layers=modes, strict=strict, exact=exact),
+                   edit=anchor_low_precision)
     ops = op_counts(path)
     contrib = [op for op in ops if op in ("MatMulIntegerToFloat", "QLinearConv", "ConvInteger", "MatMulInteger")]
     if contrib:  # pragma: no cover - a kernel that wrote an ORT integer op
