@@ -2,6 +2,7 @@
 FP32 PyTorch (--fp-model), and a fake-quant baseline is called what it is."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -74,6 +75,35 @@ def test_int8_peak_from_fixed_flags_and_clock():
     r = rates(1_720_000_000, 10.0, avx2, threads=1)  # 1.72 GMAC in 10 ms = 172 GMAC/s > the AVX2 peak of 64
     assert r["gmac_per_s"] == 172.0 and r["peak_fraction"] == pytest.approx(172 / 64, rel=1e-3)
     assert rates(None, 10.0, avx2)["gmac_per_s"] is None
+
+
+def test_cpu_mhz_override_sets_the_clock_of_the_int8_peak(monkeypatch):
+    """FAKELITE_CPU_MHZ (a measured turbo clock) replaces the VM's nominal MHz; garbage is ignored, never raised."""
+    from fakelite.deploy.host import host_info, int8_peak
+
+    monkeypatch.setenv("FAKELITE_CPU_MHZ", "3900")
+    info = host_info(1)
+    assert info["mhz"] == 3900.0 and info["mhz_source"] == "FAKELITE_CPU_MHZ"
+    zen5 = {"flags": ["avx512_vnni"], "mhz": info["mhz"], "vendor": "AuthenticAMD", "cpu_family": 26}
+    assert int8_peak(zen5, threads=1)["gmac_per_s"] == 499.2  # 3900 × 128 / 1000
+    for bad in ("fast", "-1", ""):
+        monkeypatch.setenv("FAKELITE_CPU_MHZ", bad)
+        assert host_info(1)["mhz_source"] != "FAKELITE_CPU_MHZ"
+
+
+def test_cpu_clock_benchmark_measures_a_plausible_clock():
+    """benchmarks/cpu_clock.py: dependent adds per CPU-second of one thread lie between 0.3 and 10 GHz."""
+    import platform
+    import shutil
+    import sys
+
+    if platform.machine() not in ("x86_64", "aarch64") or not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
+        pytest.skip("needs a C compiler on x86-64/AArch64")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cpu_clock import measure
+
+    r = measure(rounds=1, iters=20_000_000)
+    assert 300 < r["measured_mhz"] < 10_000 and len(r["rounds_mhz"]) == 1
 
 
 def test_fake_quant_baseline_is_named(w2a2):
