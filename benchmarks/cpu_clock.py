@@ -1,10 +1,12 @@
 """Measure the core clock that benchmarks actually run at, for the int8-peak column (docs/deploy.md, GMAC/s).
 
 /proc/cpuinfo in a VM reports the nominal clock; a core in turbo runs faster, and then "% of the int8 peak" can pass
-100 %. This compiles a chain of dependent 64-bit integer adds (one per cycle on every x86 and Arm core: each add waits
-for the previous one) with the system C compiler, runs it on one thread and divides the adds by the thread's CPU time
-(CPU time, not wall time, so that other processes sharing the core do not lower the figure). The loop counter runs in
-parallel with the chain, so the result is a lower bound of the clock, tight to about 1 % (it assumes one dependent add per cycle, true of current x86 and Arm cores).
+100 %. This compiles a chain of dependent register doublings (`x = x + x`: each add needs the previous result, and
+unlike add-immediate chains no renamer can fold them) with the system C compiler, runs it on one thread and divides
+the adds by the thread's CPU time (CPU time, not wall time, so that other processes sharing the core do not lower the
+figure). It assumes one dependent integer add per cycle (the latency of a register add on current x86 and Arm cores);
+the loop counter runs beside the chain. The result is the single-thread turbo clock over about half a second; with
+all cores busy the clock may be lower.
 
     python benchmarks/cpu_clock.py [--rounds 5] [--json F]
     FAKELITE_CPU_MHZ=$(python benchmarks/cpu_clock.py --print-mhz) fakelite bench ...   # peak at the measured clock
@@ -24,14 +26,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-_ADD = {"x86_64": 'add $1, %0', "aarch64": 'add %0, %0, #1', "arm64": 'add %0, %0, #1'}
+_ADD = {"x86_64": 'add %0, %0', "aarch64": 'add %0, %0, %0', "arm64": 'add %0, %0, %0'}
 
 _SOURCE = r"""
 #include <stdio.h>
 #include <stdint.h>
 #include <time.h>
 int main(void) {
-    uint64_t x = 1; const uint64_t n = %(iters)dULL; struct timespec a, b;
+    uint64_t x = 1;  /* doubling overflows to 0 and stays there: the chain is what counts */ const uint64_t n = %(iters)dULL; struct timespec a, b;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
     for (uint64_t i = 0; i < n; i++) {
         __asm__ volatile("%(add)s\n\t%(add)s\n\t%(add)s\n\t%(add)s" : "+r"(x));
@@ -54,12 +56,14 @@ def measure(rounds: int = 5, iters: int = 500_000_000) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = Path(tmp) / "clk.c", Path(tmp) / "clk"
         src.write_text(_SOURCE % {"iters": iters, "add": add})
-        subprocess.run([cc, "-O2", str(src), "-o", str(exe)], check=True, capture_output=True)
+        built = subprocess.run([cc, "-O2", str(src), "-o", str(exe)], capture_output=True, text=True)
+        if built.returncode != 0:
+            raise RuntimeError(f"cpu_clock: {cc} failed: {(built.stderr.strip().splitlines() or ['?'])[0]}")
         mhz = [float(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
                for _ in range(rounds)]
-    from fakelite.deploy.host import host_info
+    from fakelite.deploy.host import _static_host
 
-    info = host_info()
+    info = _static_host()  # what the host reports, never the FAKELITE_CPU_MHZ override
     return {"measured_mhz": round(statistics.median(mhz), 1), "rounds_mhz": mhz, "reported_mhz": info.get("mhz"),
             "reported_source": info.get("mhz_source"), "cpu": info.get("cpu"), "flags": info.get("flags")}
 

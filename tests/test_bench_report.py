@@ -86,24 +86,25 @@ def test_cpu_mhz_override_sets_the_clock_of_the_int8_peak(monkeypatch):
     assert info["mhz"] == 3900.0 and info["mhz_source"] == "FAKELITE_CPU_MHZ"
     zen5 = {"flags": ["avx512_vnni"], "mhz": info["mhz"], "vendor": "AuthenticAMD", "cpu_family": 26}
     assert int8_peak(zen5, threads=1)["gmac_per_s"] == 499.2  # 3900 × 128 / 1000
-    for bad in ("fast", "-1", ""):
+    for bad in ("fast", "-1", "", "inf", "nan"):
         monkeypatch.setenv("FAKELITE_CPU_MHZ", bad)
         assert host_info(1)["mhz_source"] != "FAKELITE_CPU_MHZ"
 
 
-def test_cpu_clock_benchmark_measures_a_plausible_clock():
+def test_cpu_clock_benchmark_measures_a_plausible_clock(monkeypatch):
     """benchmarks/cpu_clock.py: dependent adds per CPU-second of one thread lie between 0.3 and 10 GHz."""
     import platform
     import shutil
-    import sys
 
     if platform.machine() not in ("x86_64", "aarch64") or not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
         pytest.skip("needs a C compiler on x86-64/AArch64")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.setenv("FAKELITE_CPU_MHZ", "1234")  # the "reported" clock must ignore the override
     from cpu_clock import measure
 
     r = measure(rounds=1, iters=20_000_000)
     assert 300 < r["measured_mhz"] < 10_000 and len(r["rounds_mhz"]) == 1
+    assert r["reported_mhz"] != 1234.0
 
 
 def test_fake_quant_baseline_is_named(w2a2):

@@ -223,7 +223,8 @@ def test_exact_qdq_is_the_integer_model_in_onnxruntime(name, tmp_path):
     """`export --format onnx-qdq --exact`: float-output convs as integer accumulators in float ops, and ORT sessions
     of such a file keep ConvMulFusion/ConvAddFusion off (they would fold the scale into the weights). On the packaged
     trained models the default QDQ graph differs from the integer model by 0.03–0.05 logit on these inputs (a code
-    flips at a float-rounding boundary); the exact form must agree to float noise."""
+    flips at a float-rounding boundary); the exact form must agree to float noise — everywhere for a quantized stem,
+    and past the float stem of an FP-stem model (at most 2 of 48 inputs with a flipped first code)."""
     from fakelite.artifact import load
     from fakelite.deploy.onnx import integer_module
     from fakelite.deploy.onnx_graph import (
@@ -233,6 +234,7 @@ def test_exact_qdq_is_the_integer_model_in_onnxruntime(name, tmp_path):
     )
     from fakelite.deploy.runtime import Detector
     from fakelite.packaged import resolve_model
+    from fakelite.quant.layers import QuantConv2d
 
     m = load(resolve_model(name)).eval()
     x = torch.randn(48, 3, 96, 96, generator=torch.Generator().manual_seed(0)) * 0.7
@@ -246,13 +248,15 @@ def test_exact_qdq_is_the_integer_model_in_onnxruntime(name, tmp_path):
     assert ort_disabled_optimizers(read_metadata(tmp_path / "plain.onnx")) == []
     got = _logits(Detector.load(out, backend="onnxruntime", threads=1), x)
     off = np.abs(got - ref_int) > 1e-4
-    if type(m.conv1) is torch.nn.Conv2d:
+    if not isinstance(m.conv1, QuantConv2d):
         # FP stem (QMDD `--first-last fp`): the stem conv is float in both, computed by ORT's and torch's kernels in
         # different summation orders, and feeds a threshold quantizer, so a first code can flip at a boundary on
         # an input or two; the exact form covers everything after it. The plain QDQ graph flips more (6 of 48 on
         # the session-8 model; the exact one 1).
         plain = _logits(Detector.load(tmp_path / "plain.onnx", backend="onnxruntime", threads=1), x)
-        assert off.sum() <= 2 and off.sum() < (np.abs(plain - ref_int) > 1e-4).sum(), (off.sum(), got - ref_int)
+        err = np.abs(got - ref_int)
+        assert off.sum() <= 2 and off.sum() <= (np.abs(plain - ref_int) > 1e-4).sum(), (off.sum(), got - ref_int)
+        assert err.max() < 0.1, err.max()  # one flipped code moves the logit by a few hundredths, no more
     else:
         assert not off.any(), np.abs(got - ref_int).max()
 

@@ -114,8 +114,8 @@ def host_info(threads: int | None = None) -> dict[str, Any]:
     Returns {"cpu": model name, "machine": "x86_64"|"aarch64"|..., "flags": [the INT8_FLAGS present],
     "logical_cpus", "usable_cpus" (this process's affinity), "threads" (the inference threads the measurement used,
     when given), "os", "python", "runtimes": {torch, onnxruntime, openvino, ai_edge_litert, onnx: version or None},
-    "mhz": core clock in MHz (the environment variable FAKELITE_CPU_MHZ when set, e.g. the sustained clock that
-    benchmarks/cpu_clock.py measures; else lscpu "CPU max MHz", else the highest /proc/cpuinfo "cpu MHz" — in a VM
+    "mhz": core clock in MHz (the environment variable FAKELITE_CPU_MHZ when set, e.g. the single-thread turbo clock
+    that benchmarks/cpu_clock.py measures; else lscpu "CPU max MHz", else the highest /proc/cpuinfo "cpu MHz" — in a VM
     that is the nominal clock, and a turbo clock above it makes the int8 peak an underestimate; None if unknown),
     "mhz_source", "vendor" (x86 vendor_id), "cpu_family"}.
     Reads /proc/cpuinfo where it exists; never raises (an unparsable FAKELITE_CPU_MHZ is ignored).
@@ -123,7 +123,7 @@ def host_info(threads: int | None = None) -> dict[str, Any]:
     info = dict(_static_host())
     override = os.environ.get("FAKELITE_CPU_MHZ", "").strip()
     try:
-        if override and float(override) > 0:
+        if override and 0 < float(override) < float("inf"):
             info["mhz"], info["mhz_source"] = float(override), "FAKELITE_CPU_MHZ"
     except ValueError:
         pass
