@@ -33,7 +33,8 @@ _SOURCE = r"""
 #include <stdint.h>
 #include <time.h>
 int main(void) {
-    uint64_t x = 1;  /* doubling overflows to 0 and stays there: the chain is what counts */ const uint64_t n = %(iters)dULL; struct timespec a, b;
+    /* x doubles to 0 after 64 adds and stays there: the dependency chain, not the value, sets the time */
+    uint64_t x = 1; const uint64_t n = %(iters)dULL; struct timespec a, b;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
     for (uint64_t i = 0; i < n; i++) {
         __asm__ volatile("%(add)s\n\t%(add)s\n\t%(add)s\n\t%(add)s" : "+r"(x));
@@ -41,7 +42,7 @@ int main(void) {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
     double s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
     printf("%%.1f\n", 4.0 * (double)n / s / 1e6);
-    return (int)(x & 1) * 0;
+    return 0;
 }
 """
 
@@ -61,9 +62,9 @@ def measure(rounds: int = 5, iters: int = 500_000_000) -> dict:
             raise RuntimeError(f"cpu_clock: {cc} failed: {(built.stderr.strip().splitlines() or ['?'])[0]}")
         mhz = [float(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
                for _ in range(rounds)]
-    from fakelite.deploy.host import _static_host
+    from fakelite.deploy.host import reported_host
 
-    info = _static_host()  # what the host reports, never the FAKELITE_CPU_MHZ override
+    info = reported_host()  # what the host reports, never the FAKELITE_CPU_MHZ override
     return {"measured_mhz": round(statistics.median(mhz), 1), "rounds_mhz": mhz, "reported_mhz": info.get("mhz"),
             "reported_source": info.get("mhz_source"), "cpu": info.get("cpu"), "flags": info.get("flags")}
 

@@ -108,6 +108,13 @@ def _static_host() -> dict[str, Any]:
             "vendor": vendor or None, "cpu_family": family}
 
 
+def reported_host() -> dict[str, Any]:
+    """The host record as the system reports it (/proc/cpuinfo, lscpu), without the FAKELITE_CPU_MHZ override: the
+    "reported" side of benchmarks/cpu_clock.py's measured-vs-reported clock. Same keys as `host_info` minus
+    "usable_cpus" and "threads"; never raises."""
+    return dict(_static_host())
+
+
 def host_info(threads: int | None = None) -> dict[str, Any]:
     """The host record of a measurement.
 
@@ -120,7 +127,7 @@ def host_info(threads: int | None = None) -> dict[str, Any]:
     "mhz_source", "vendor" (x86 vendor_id), "cpu_family"}.
     Reads /proc/cpuinfo where it exists; never raises (an unparsable FAKELITE_CPU_MHZ is ignored).
     """
-    info = dict(_static_host())
+    info = reported_host()
     override = os.environ.get("FAKELITE_CPU_MHZ", "").strip()
     try:
         if override and 0 < float(override) < float("inf"):
